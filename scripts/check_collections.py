@@ -1,5 +1,6 @@
 """Fail when a collection pinned in requirements.yml is missing or at another version."""
 import json
+import os
 import subprocess
 import sys
 
@@ -7,7 +8,7 @@ import yaml
 
 wanted = yaml.safe_load(open(sys.argv[1]))["collections"]
 out = subprocess.run(
-    ["ansible-galaxy", "collection", "list", "--format", "json"],
+    [os.path.join(os.path.dirname(sys.executable), "ansible-galaxy"), "collection", "list", "--format", "json"],
     check=True, capture_output=True, text=True,
 ).stdout
 have = {}

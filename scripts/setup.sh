@@ -39,10 +39,13 @@ want=$(cat "${LOCKS[@]}" app/pyproject.toml 2>/dev/null | sha256sum | cut -c1-16
 if [[ ! -x $VENV/bin/python || "$(cat "$VENV/.lock-hash" 2>/dev/null)" != "$want" ]]; then
   log "building the venv in .venv from ${LOCKS[*]}"
   [[ -x $VENV/bin/python ]] || python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --upgrade pip >/dev/null
+  "$VENV/bin/pip" install -q --upgrade pip >/dev/null 2>&1
   args=(); for f in "${LOCKS[@]}"; do args+=(-r "$f"); done
-  "$VENV/bin/pip" install -q "${args[@]}"
-  [[ -f app/pyproject.toml ]] && "$VENV/bin/pip" install -q --no-deps -e app
+  # (the filter hides pip's notes about this machine's optional local indexes)
+  "$VENV/bin/pip" install -q "${args[@]}" 2> >(grep -v 'is ignored: it is neither' >&2)
+  if [[ -f app/pyproject.toml ]]; then
+    "$VENV/bin/pip" install -q --no-deps -e app 2> >(grep -v -e 'is ignored: it is neither' -e BuildBackendWarning >&2) >/dev/null
+  fi
   echo "$want" > "$VENV/.lock-hash"
 fi
 # The pinned collections of requirements.yml must be the ones the venv carries.

@@ -1,0 +1,146 @@
+"""HTTP layer: Flask routes, error mapping, request ids, access logs and request metrics."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+import uuid
+
+import psycopg2
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from . import __version__, db, metrics
+from .config import Settings
+from .logs import request_id_var
+from .openapi import build_spec
+from .queries import READY_SQL, fetch_exposure
+from .validation import InvalidParameter, parse_exposure_query
+
+log = logging.getLogger("exposure_api.http")
+access_log = logging.getLogger("exposure_api.access")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}", re.ASCII)
+
+
+def _error(status: int, message: str, parameter: str | None = None, headers: dict | None = None):
+    body = {"success": False, "error": {"message": message}}
+    if parameter is not None:
+        body["error"]["parameter"] = parameter
+    resp = jsonify(body)
+    resp.status_code = status
+    for k, v in (headers or {}).items():
+        resp.headers[k] = v
+    return resp
+
+
+def _timed_read(settings: Settings, name: str, fn):
+    pool = db.get_pool(settings)
+    started = time.perf_counter()
+    outcome = "error"
+    try:
+        result = pool.run_readonly(fn)
+        outcome = "ok"
+        return result
+    finally:
+        metrics.DB_QUERY_LATENCY.labels(name, outcome).observe(time.perf_counter() - started)
+
+
+def create_app(settings: Settings) -> Flask:
+    app = Flask("exposure_api")
+    app.config["SETTINGS"] = settings
+    app.json.sort_keys = False
+    app.json.compact = True
+    spec = build_spec()
+    metrics.BUILD_INFO.labels(__version__).set(1)
+
+    # ---- request bookkeeping ------------------------------------------------------------
+    @app.before_request
+    def _start():
+        g.started = time.perf_counter()
+        rid = request.headers.get("X-Request-ID", "")
+        g.request_id = rid if _REQUEST_ID.fullmatch(rid) else uuid.uuid4().hex
+        g.token = request_id_var.set(g.request_id)
+
+    @app.after_request
+    def _finish(resp: Response):
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        status = str(resp.status_code)
+        metrics.HTTP_REQUESTS.labels(route, request.method, status).inc()
+        metrics.HTTP_LATENCY.labels(route, request.method, status).observe(elapsed)
+        resp.headers["X-Request-ID"] = g.get("request_id", "")
+        if route != "/metrics":
+            access_log.info("request", extra={
+                "method": request.method, "route": route, "path": request.path,
+                "query": request.query_string[:300].decode("latin-1"), "status": resp.status_code,
+                "duration_ms": round(elapsed * 1000, 3), "remote": request.remote_addr})
+        return resp
+
+    @app.teardown_request
+    def _teardown(_exc):
+        token = g.pop("token", None)
+        if token is not None:
+            request_id_var.reset(token)
+
+    # ---- errors -------------------------------------------------------------------------
+    @app.errorhandler(InvalidParameter)
+    def _invalid(exc: InvalidParameter):
+        return _error(400, exc.message, exc.parameter)
+
+    @app.errorhandler(db.PoolTimeout)
+    def _busy(_exc):
+        log.warning("no free database connection")
+        return _error(503, "database busy, retry", headers={"Retry-After": "1"})
+
+    @app.errorhandler(psycopg2.Error)
+    def _db_error(exc: psycopg2.Error):
+        log.warning("database error: %s", type(exc).__name__,
+                    extra={"pgcode": getattr(exc, "pgcode", None)})
+        return _error(503, "database unavailable, retry", headers={"Retry-After": "1"})
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException):
+        resp = _error(exc.code or 500, exc.description or exc.name)
+        if exc.code == 405:
+            resp.headers["Allow"] = ", ".join(exc.valid_methods or [])  # type: ignore[attr-defined]
+        return resp
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.error("unhandled error", exc_info=exc)
+        return _error(500, "internal error")
+
+    # ---- routes -------------------------------------------------------------------------
+    @app.get("/address/exposure/direct")
+    def exposure():
+        q = parse_exposure_query(request.args.items(multi=True))
+        rows = _timed_read(settings, "exposure", lambda cur: fetch_exposure(cur, q))
+        return {"data": [r.as_json() for r in rows], "success": True}
+
+    @app.get("/livez")
+    def livez():
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz():
+        if settings.drain_file and os.path.exists(settings.drain_file):
+            return {"status": "draining"}, 503
+        try:
+            _timed_read(settings, "ready", lambda cur: cur.execute(READY_SQL))
+        except (psycopg2.Error, db.PoolTimeout) as exc:
+            log.warning("not ready: %s", type(exc).__name__)
+            return {"status": "database unavailable"}, 503
+        return {"status": "ready"}
+
+    @app.get("/metrics")
+    def metrics_view():
+        body, content_type = metrics.render()
+        return Response(body, content_type=content_type)
+
+    @app.get("/openapi.json")
+    def openapi():
+        return spec
+
+    return app
