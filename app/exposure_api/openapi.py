@@ -71,7 +71,8 @@ def build_spec() -> dict:
                     "parameters": [
                         {"name": "address", "in": "query", "required": True,
                          "description": "Bitcoin mainnet address (P2PKH, P2SH or bech32/bech32m)",
-                         "schema": {"type": "string", "minLength": 14, "maxLength": 90},
+                         "schema": {"type": "string", "format": "bitcoin-address",
+                                    "minLength": 14, "maxLength": 90},
                          "example": "1BQAPyku1ZibWGAgd8QePpW1vAKHowqLez"},
                         {"name": "start_date", "in": "query", "required": False,
                          "description": "Inclusive lower bound of the transfer time (RFC 3339)",

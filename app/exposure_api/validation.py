@@ -31,6 +31,7 @@ _RFC3339 = re.compile(
 )
 _DIGITS = re.compile(r"[0-9]{1,7}", re.ASCII)
 _EPOCH = datetime(1, 1, 1)
+_MAX_MICROS = (datetime.max - _EPOCH) // timedelta(microseconds=1)
 
 
 class InvalidParameter(ValueError):
@@ -43,7 +44,7 @@ class InvalidParameter(ValueError):
 @dataclass(frozen=True)
 class ExposureQuery:
     address: str
-    start: datetime  # timezone-aware, as given (PostgreSQL compares instants)
+    start: datetime  # UTC (aware), clamped to 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999Z
     end: datetime
     flow_type: str
     limit: int
@@ -59,10 +60,12 @@ class ExposureQuery:
 
 
 def parse_timestamp(name: str, text: str) -> tuple[datetime, int]:
-    """(aware datetime, microseconds since 0001-01-01T00:00:00Z as an int).
+    """(UTC datetime, microseconds since 0001-01-01T00:00:00Z as an int).
 
-    The integer is used for comparisons: it cannot overflow the way converting
-    0001-01-01T00:00:00+05:00 to UTC in `datetime` would.
+    Offsets are applied with integers, so 0001-01-01T00:00:00+05:00 or 9999-12-31T23:59:59-05:00
+    cannot overflow; the returned datetime is clamped to the range `datetime` (and the data,
+    whose CHECK constraint keeps ts within 2009..9999) can hold, which does not change results.
+    PostgreSQL only gets UTC values: it rejects offsets beyond 15:59 that RFC 3339 allows.
     """
     m = _RFC3339.fullmatch(text)
     if not m:
@@ -82,7 +85,8 @@ def parse_timestamp(name: str, text: str) -> tuple[datetime, int]:
     except ValueError:
         raise InvalidParameter(name, "is not a valid calendar date and time") from None
     micros = (naive - _EPOCH) // timedelta(microseconds=1) - offset // timedelta(microseconds=1)
-    return naive.replace(tzinfo=timezone(offset)), micros
+    clamped = min(max(micros, 0), _MAX_MICROS)
+    return (_EPOCH + timedelta(microseconds=clamped)).replace(tzinfo=timezone.utc), micros
 
 
 def _single(args: dict[str, list[str]], name: str, default: str | None) -> str | None:

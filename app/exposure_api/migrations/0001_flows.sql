@@ -17,6 +17,8 @@ CREATE TABLE IF NOT EXISTS exposure.flows (
     CONSTRAINT flows_amount_positive CHECK (amount_sat > 0),
     CONSTRAINT flows_amount_max CHECK (amount_sat <= 2100000000000000),
     CONSTRAINT flows_not_self CHECK (counterparty <> address),
+    -- Not before the genesis block; the API clamps its bounds to years 1..9999 (exact given this).
+    CONSTRAINT flows_ts_range CHECK (ts >= '2009-01-03 00:00:00+00' AND ts < '9999-12-31 00:00:00+00'),
     -- The primary key is the covering index the query uses: equality on address, range on ts,
     -- and the aggregated columns in INCLUDE so the scan is index-only. It contains the
     -- distribution column, as Citus requires.
