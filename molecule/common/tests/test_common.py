@@ -1,0 +1,84 @@
+"""Checks of the common baseline on a VM stand-in."""
+import re
+import socket
+
+OPS = "vpcops"
+
+
+def test_ops_user_has_sudo_and_no_password(host):
+    user = host.user(OPS)
+    assert user.exists
+    assert host.file("/etc/sudoers.d/50-vpcstack").mode == 0o440
+    assert host.run(f"sudo -l -U {OPS}").stdout.count("NOPASSWD: ALL") == 1
+    shadow = host.run(f"getent shadow {OPS}").stdout.split(":")
+    assert shadow[1] in ("!", "*", "!*"), "the ops account must have no usable password"
+    keys = host.file(f"/home/{OPS}/.ssh/authorized_keys")
+    assert keys.exists and "molecule" in keys.content_string
+
+
+def test_sshd_effective_configuration(host):
+    effective = host.run("sshd -T").stdout.lower()
+    for line in ("permitrootlogin no", "passwordauthentication no", "x11forwarding no",
+                 "maxauthtries 3", f"allowusers {OPS}"):
+        assert line in effective, line
+    assert host.service("ssh").is_running
+    assert host.service("ssh").is_enabled
+
+
+def test_login_defs_and_pwquality(host):
+    defs = host.file("/etc/login.defs").content_string
+    assert re.search(r"^PASS_MAX_DAYS\s+90$", defs, re.M)
+    assert re.search(r"^UMASK\s+027$", defs, re.M)
+    assert "minlen = 14" in host.file("/etc/security/pwquality.conf.d/50-vpcstack.conf").content_string
+    assert "pam_pwquality.so" in host.file("/etc/pam.d/common-password").content_string
+
+
+def test_audit_rules_installed(host):
+    rules = host.file("/etc/audit/rules.d/50-vpcstack.rules")
+    assert rules.exists and rules.mode == 0o640
+    assert "-w /etc/shadow -p wa -k identity" in rules.content_string
+    assert "-F path=/usr/bin/sudo" in rules.content_string
+    # A container cannot own the kernel audit socket: the role leaves auditd stopped here.
+    assert not host.service("auditd").is_running
+
+
+def test_unattended_upgrades_configured_not_run(host):
+    auto = host.file("/etc/apt/apt.conf.d/20auto-upgrades").content_string
+    assert 'APT::Periodic::Unattended-Upgrade "0";' in auto
+    assert "Debian-Security" in host.file("/etc/apt/apt.conf.d/52vpcstack-unattended-upgrades").content_string
+
+
+def test_nftables_default_deny_with_contributed_rules(host):
+    assert host.service("nftables").is_enabled
+    ruleset = host.run("nft list table inet vpcstack_filter")
+    assert ruleset.rc == 0
+    text = ruleset.stdout
+    assert "policy drop" in text.split("chain input")[1].split("}")[0]
+    assert re.search(r"tcp dport 8080 ip saddr \{ 10\.99\.0\.0/24, 198\.51\.100\.7 \} accept", text)
+    assert re.search(r"tcp dport 9100-9101 ip saddr 10\.98\.0\.0/16 accept", text)
+    assert re.search(r"tcp dport 22 ip saddr 35\.235\.240\.0/20 accept", text)
+
+
+def _listen(host, port):
+    host.run(f"systemd-run --unit=probe-{port} python3 -m http.server {port}")
+    host.run(f"for i in $(seq 50); do ss -ltn | grep -q ':{port} ' && break; sleep 0.1; done")
+
+
+def _connects(address, port):
+    try:
+        with socket.create_connection((address, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def test_nftables_filters_real_connections(host):
+    """From the Docker host: an allowed port connects, an unlisted one is dropped."""
+    address = host.run("hostname -I").stdout.split()[0]
+    _listen(host, 8081)
+    _listen(host, 2222)
+    try:
+        assert _connects(address, 8081), "allowed source/port must connect"
+        assert not _connects(address, 2222), "a port with no allow-rule must be dropped"
+    finally:
+        host.run("systemctl stop probe-8081 probe-2222")
