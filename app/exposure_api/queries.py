@@ -3,49 +3,36 @@ parameters; the text below is constant."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from .validation import ExposureQuery
 
 SATS_PER_BTC = 100_000_000
 
 # One index-only range scan of flows_pkey (address = $1, ts between $2 and $3), an aggregate
-# per counterparty, a top-N sort. Both bounds are inclusive.
+# per counterparty, a top-N sort. Both bounds are inclusive. Amounts are summed as exact
+# satoshis and formatted by PostgreSQL as BTC numerics with exactly 8 fractional digits.
 EXPOSURE_SQL = """
 SELECT counterparty,
-       COALESCE(SUM(amount_sat) FILTER (WHERE is_inflow), 0)     AS inflow_sat,
-       COALESCE(SUM(amount_sat) FILTER (WHERE NOT is_inflow), 0) AS outflow_sat,
-       SUM(amount_sat)                                           AS total_sat
+       (COALESCE(SUM(amount_sat) FILTER (WHERE is_inflow), 0) / 100000000.0)::numeric(24, 8)::text,
+       (COALESCE(SUM(amount_sat) FILTER (WHERE NOT is_inflow), 0) / 100000000.0)::numeric(24, 8)::text,
+       (SUM(amount_sat) / 100000000.0)::numeric(24, 8)::text
   FROM exposure.flows
  WHERE address = %(address)s
    AND ts >= %(start)s AND ts <= %(end)s
    AND (is_inflow AND %(inflows)s OR NOT is_inflow AND %(outflows)s)
  GROUP BY counterparty
- ORDER BY total_sat DESC, counterparty COLLATE "C" ASC
+ ORDER BY SUM(amount_sat) DESC, counterparty COLLATE "C" ASC
  LIMIT %(limit)s OFFSET %(offset)s
 """
 
 READY_SQL = "SELECT 1"
 
 
-@dataclass(frozen=True)
-class ExposureRow:
-    counterparty: str
-    inflow_sat: int
-    outflow_sat: int
-    total_sat: int
-
-    def as_json(self) -> dict:
-        return {
-            "address": self.counterparty,
-            "inflows": format_btc(self.inflow_sat),
-            "outflows": format_btc(self.outflow_sat),
-            "total_flows": format_btc(self.total_sat),
-        }
+ROW_KEYS = ("address", "inflows", "outflows", "total_flows")
 
 
 def format_btc(sats: int) -> str:
-    """Satoshis as a BTC decimal string with exactly 8 fractional digits (the chain's precision)."""
+    """Satoshis as a BTC decimal string with exactly 8 fractional digits (the chain's precision).
+    The same format PostgreSQL produces for numeric(24, 8); used by tests and tools."""
     sats = int(sats)
     sign = "-" if sats < 0 else ""
     whole, frac = divmod(abs(sats), SATS_PER_BTC)
@@ -64,6 +51,7 @@ def exposure_params(q: ExposureQuery) -> dict:
     }
 
 
-def fetch_exposure(cur, q: ExposureQuery) -> list[ExposureRow]:
+def fetch_exposure(cur, q: ExposureQuery) -> list[dict]:
+    """Rows as the API returns them: counterparty and amounts as BTC decimal strings."""
     cur.execute(EXPOSURE_SQL, exposure_params(q))
-    return [ExposureRow(c, int(i), int(o), int(t)) for c, i, o, t in cur.fetchall()]
+    return [dict(zip(ROW_KEYS, row)) for row in cur.fetchall()]

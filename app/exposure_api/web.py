@@ -117,7 +117,7 @@ def create_app(settings: Settings) -> Flask:
     def exposure():
         q = parse_exposure_query(request.args.items(multi=True))
         rows = _timed_read(settings, "exposure", lambda cur: fetch_exposure(cur, q))
-        return {"data": [r.as_json() for r in rows], "success": True}
+        return {"data": rows, "success": True}
 
     @app.get("/livez")
     def livez():
