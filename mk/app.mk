@@ -1,0 +1,25 @@
+# The exposure API (app/): wheelhouse, tests, benchmark. Included by the root Makefile.
+APP_PY := $(VENV)/bin/python
+BENCH_FLOWS ?= 5000000
+BENCH_CONCURRENCY ?= 8
+BENCH_DURATION ?= 20
+BENCH_ARGS ?=
+
+.PHONY: wheelhouse test-app bench-app
+
+# dist/wheelhouse/<version>/: app wheel + every pinned dependency wheel, installable with
+# `pip install --no-index --find-links` (checked offline in a fresh venv before it is published).
+wheelhouse: setup
+	@app/devtools/build-wheelhouse.sh $(APP_PY)
+
+# The app's whole suite against a throwaway PostgreSQL 15 it starts itself (about a minute).
+test-app: setup
+	$(VENV)/bin/pytest app/tests -q -p no:cacheprovider
+
+# Not part of `make test`: seeds BENCH_FLOWS rows, loads the API and the same SQL at
+# BENCH_CONCURRENCY for at most BENCH_DURATION s each, prints throughput, p50/p99, ratio, plan.
+bench-app: setup
+	$(APP_PY) app/devtools/bench.py --flows $(BENCH_FLOWS) --concurrency $(BENCH_CONCURRENCY) \
+		--duration $(BENCH_DURATION) $(BENCH_ARGS)
+
+TEST_TARGETS += test-app
