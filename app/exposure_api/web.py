@@ -94,9 +94,12 @@ def create_app(settings: Settings) -> Flask:
         log.warning("no free database connection")
         return _error(503, "database busy, retry", headers={"Retry-After": "1"})
 
-    @app.errorhandler(psycopg2.Error)
+    # Connection loss, failover, statement timeout: the client may retry. Any other database
+    # error (e.g. a missing privilege) is a bug or a misconfiguration and falls through to 500.
+    @app.errorhandler(psycopg2.OperationalError)
+    @app.errorhandler(psycopg2.InterfaceError)
     def _db_error(exc: psycopg2.Error):
-        log.warning("database error: %s", type(exc).__name__,
+        log.warning("database unavailable: %s", type(exc).__name__,
                     extra={"pgcode": getattr(exc, "pgcode", None)})
         return _error(503, "database unavailable, retry", headers={"Retry-After": "1"})
 

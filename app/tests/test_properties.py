@@ -80,7 +80,7 @@ def render(bound, default):
     return local.isoformat(), instant
 
 
-@hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(transfers=st.lists(transfer(), max_size=30),
        who=st.integers(0, 5), start=BOUND, end=BOUND,
        flow_type=st.sampled_from(["both", "inflow", "outflow"]),
@@ -102,7 +102,7 @@ def test_endpoint_equals_brute_force(client, writer, transfers, who, start, end,
     assert resp.get_json() == {"data": expected, "success": True}
 
 
-@hsettings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@hsettings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(transfers=st.lists(transfer(), min_size=5, max_size=40), who=st.integers(0, 5),
        page=st.integers(1, 4))
 def test_pages_concatenate_to_the_full_result(client, writer, transfers, who, page):

@@ -37,7 +37,7 @@ schema.config.generation.update(modes=["positive", "negative"])
 
 
 @schema.parametrize()
-@hsettings(max_examples=120, deadline=None, derandomize=True,
+@hsettings(max_examples=300, deadline=None, derandomize=True,
            suppress_health_check=list(HealthCheck))
 def test_no_server_errors(case, app):
     case.call_and_validate(checks=CHECKS, app=app)
