@@ -14,6 +14,7 @@ quiet() { "$@" 2> >(grep -v -e 'is ignored: it is neither' -e BuildBackendWarnin
 # every other pin is a published wheel. --no-deps: the lock already lists every package.
 quiet "$PY" -m pip wheel -q --no-deps -w "$TMP" -r app/requirements.lock
 quiet "$PY" -m pip wheel -q --no-deps -w "$TMP" ./app
+rm -rf app/build  # setuptools leaves its build tree in the source directory
 cp app/requirements.lock "$TMP/requirements.lock"
 # Offline install check, exactly as a host does it.
 "$PY" -m venv "$TMP.venv"

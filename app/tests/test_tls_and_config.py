@@ -98,3 +98,26 @@ def test_cli_exits_2_with_a_clear_message_and_no_secret(pg):
     assert r.returncode == 2
     assert "EXPOSURE_DB_PORT must be between 1 and 65535" in r.stderr
     assert pg.app_password not in r.stderr + r.stdout
+
+
+def test_statement_timeout_gives_503_and_keeps_the_connection(seeded, settings, owner_conn):
+    from exposure_api.web import create_app
+    quick = dataclasses.replace(settings, db_statement_timeout_ms=300)
+    db.reset_pool()
+    try:
+        client = create_app(quick).test_client()
+        url = "/address/exposure/direct?address=1BQAPyku1ZibWGAgd8QePpW1vAKHowqLez"
+        assert client.get(url).status_code == 200
+        owner_conn.autocommit = False
+        with owner_conn.cursor() as cur:
+            cur.execute("LOCK TABLE exposure.flows IN ACCESS EXCLUSIVE MODE")
+        try:
+            resp = client.get(url)
+            assert resp.status_code == 503 and resp.headers["Retry-After"] == "1"
+        finally:
+            owner_conn.rollback()
+            owner_conn.autocommit = True
+        assert client.get(url).status_code == 200
+        assert db.get_pool(quick).stats()["idle"] == 1  # the timed-out connection was kept
+    finally:
+        db.reset_pool()
