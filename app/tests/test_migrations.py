@@ -183,3 +183,32 @@ def test_citus_distribute_statement_is_issued_when_installed(monkeypatch):
 
     assert mig._ensure_distribution(Conn()) == "distribute"
     assert ("SELECT create_distributed_table(%s, 'address')", ("exposure.flows",)) in cur.sql
+
+
+def test_cli_migrate_and_seed_on_a_fresh_database(pg):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    admin = pg.superuser("postgres")
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute("DROP DATABASE IF EXISTS exposure_cli")
+        cur.execute("CREATE DATABASE exposure_cli OWNER exposure_owner")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXPOSURE_")}
+    env.update(pg.env(EXPOSURE_DB_NAME="exposure_cli"))
+    del env["EXPOSURE_DB_PASSWORD_FILE"]  # migrate/seed need only the owner's password
+    exe = str(Path(sys.executable).with_name("exposure-api"))
+    try:
+        for args in (["migrate"], ["migrate"], ["seed", "--flows", "1000", "--stats"]):
+            r = subprocess.run([exe, *args], env=env, capture_output=True, text=True, timeout=120)
+            assert r.returncode == 0, r.stderr
+            lines = [json.loads(line) for line in r.stderr.splitlines()]
+            assert lines and all(line["level"] in ("info", "warning") for line in lines)
+            assert pg.owner_password not in r.stderr
+        assert [e for e in lines if e["msg"] == "seeded"][0]["rows"] == 1000
+    finally:
+        with admin.cursor() as cur:
+            cur.execute("DROP DATABASE exposure_cli WITH (FORCE)")
+        admin.close()
