@@ -133,7 +133,7 @@ class Pool:
         """Run an idempotent read. If a *reused* connection turns out dead (the server
         restarted or failed over since it was opened), retry once on a new connection; a new
         connection failing means the database is unavailable, and the error propagates."""
-        while True:
+        for attempt in (1, 2):
             conn, fresh = self._acquire()
             broken = False
             try:
@@ -141,11 +141,12 @@ class Pool:
                     return fn(cur)
             except DISCONNECT_ERRORS:
                 broken = bool(conn.closed)  # a statement timeout leaves the connection usable
-                if fresh or not broken:
+                if fresh or not broken or attempt == 2:
                     raise
                 metrics.DB_RETRIES.inc()
             finally:
                 self._release(conn, broken)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
         with self._cond:
