@@ -141,10 +141,13 @@ def provisioned(workdir):
              "gce_db_health_check_delay_s": 1}
     first = run_playbook(double, extra=extra)
     first_state = double.state()
+    first_calls = len(double.calls())
     second = run_playbook(double, extra=extra) if first.rc == 0 else None
     timings = {"first_run_s": round(first.seconds, 1), "second_run_s": round(second.seconds, 1) if second else None}
     (HERE / ".last-run-times.json").write_text(json.dumps(timings) + "\n")
-    yield {"double": double, "first": first, "second": second, "first_state": first_state, "extra": extra}
+    second_calls = double.calls()[first_calls:]
+    yield {"double": double, "first": first, "second": second, "first_state": first_state, "extra": extra,
+           "second_calls": second_calls}
     double.stop()
 
 
