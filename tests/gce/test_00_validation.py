@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 import yaml
-from conftest import CUSTOMER_INVENTORY, STATIC_INVENTORY, run_playbook
+from gce_harness import CUSTOMER_INVENTORY, STATIC_INVENTORY, run_playbook
 from helpers import customer_vars
 
 CASES = {

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import ipaddress
+import json
+import subprocess
 
 import pytest
-from conftest import TOKEN
+from gce_harness import TOKEN
 from helpers import customer_vars, get, kind
 
 V = customer_vars()
@@ -217,3 +219,18 @@ def test_buckets_private(state):
         assert bucket["iamConfiguration"]["publicAccessPrevention"] == "enforced"
         assert bucket["location"] == V["gce_region"].upper()
     assert state["buckets"][V["gce_backup_bucket"]]["versioning"]["enabled"] is True
+
+
+
+def test_startup_script_is_valid_bash_and_settings_point_at_the_db_endpoint(state, tmp_path):
+    mig = kind(state, "instanceGroupManagers")[f"{STACK}-app"]
+    items = get(state, mig["instanceTemplate"])["properties"]["metadata"]["items"]
+    meta = {i["key"]: i["value"] for i in items}
+    script = tmp_path / "startup.sh"
+    script.write_text(meta["startup-script"])
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True).returncode == 0
+    env = json.loads(meta["vpcstack-app-env"])
+    assert env["EXPOSURE_DB_HOST"] == str(ipaddress.ip_network(V["gce_db_subnet_cidr"])[5])
+    assert env["EXPOSURE_DB_PORT"] == str(V["postgresql_port"])
+    assert env["EXPOSURE_BIND"] == f"0.0.0.0:{V['app_port']}"
+    assert not any("PASSWORD=" in f"{k}={v}" and not k.endswith("_FILE") for k, v in env.items())

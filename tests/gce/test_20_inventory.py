@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import CUSTOMER_INVENTORY, ROOT, VENV_BIN
+from gce_harness import CUSTOMER_INVENTORY, ROOT, VENV_BIN
 from helpers import customer_vars
 
 V = customer_vars()

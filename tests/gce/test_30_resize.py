@@ -5,7 +5,7 @@ Runs after the other provisioning tests (file order): it changes the provisioned
 from __future__ import annotations
 
 import pytest
-from conftest import run_playbook
+from gce_harness import RUN_TIMES, run_playbook
 from helpers import customer_vars, get, kind
 
 V = customer_vars()
@@ -21,6 +21,9 @@ def resized(provisioned):
     run = run_playbook(double, extra=extra)
     calls = double.calls()[start:]
     again = run_playbook(double, extra=extra) if run.rc == 0 else None
+    RUN_TIMES["resize run"] = run.seconds
+    if again:
+        RUN_TIMES["run after the resize (changed=0)"] = again.seconds
     return {"run": run, "again": again, "calls": calls, "before": before, "after": double.state()}
 
 

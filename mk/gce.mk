@@ -1,0 +1,13 @@
+# GCE provisioning (roles/gce_*, playbooks/provision_gce.yml) against the local Compute API
+# double in tests/gce/double: validation, two provisioning runs (the second must report
+# changed=0), the resource graph, the dynamic inventory, resizing. Included by the root Makefile.
+.PHONY: test-gce lint-gce
+
+test-gce: setup
+	$(VENV)/bin/pytest tests/gce -q -p no:cacheprovider
+
+lint-gce: setup
+	$(VENV)/bin/yamllint -s roles/gce_* playbooks/provision_gce.yml inventories/customer-x tests/gce mk
+	$(VENV)/bin/ansible-lint --profile production roles/gce_* playbooks/provision_gce.yml
+
+TEST_TARGETS += test-gce
