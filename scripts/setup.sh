@@ -9,7 +9,8 @@ log() { echo "setup: $*"; }
 
 # --- Debian packages -----------------------------------------------------------------------
 # postgresql-15 on the control node: the app's test suite starts its own throwaway server.
-DEB_PACKAGES=(docker.io debootstrap postgresql-15 socat openssl ca-certificates make git rsync)
+# gcc + libpq-dev: psycopg2 is built from source against Debian's libpq (security updates via apt).
+DEB_PACKAGES=(docker.io debootstrap postgresql-15 socat openssl ca-certificates make git rsync gcc libpq-dev)
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
