@@ -33,6 +33,13 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { echo "setup: dockerd did not start, see /var/log/vpcstack-dockerd.log" >&2; exit 1; }
 fi
 
+# --- Kernel limits for many systemd containers --------------------------------------------------
+# Each systemd-in-a-container takes several inotify instances; Debian's default of 128 per user
+# stops the 20th or so container from booting ("Too many open files", exit 255).
+if (( $(cat /proc/sys/fs/inotify/max_user_instances) < 8192 )); then
+  sysctl -q -w fs.inotify.max_user_instances=8192 fs.inotify.max_user_watches=1048576
+fi
+
 # --- Control-node virtual environment --------------------------------------------------------
 LOCKS=(requirements/dev.lock)
 for f in app/requirements.lock app/requirements-test.lock; do [[ -f $f ]] && LOCKS+=("$f"); done
