@@ -212,6 +212,13 @@ def test_service_accounts_least_privilege(state):
     assert f"serviceAccount:{DB_SA}" not in str(release) and f"serviceAccount:{APP_SA}" not in str(backup)
 
 
+def test_secrets_readable_by_the_app_only(state):
+    assert sorted(state["secrets"]) == [f"{STACK}-app-db-password", f"{STACK}-db-ca"]
+    for secret in state["secrets"]:
+        bindings = state["policies"][f"secret:{secret}"]["bindings"]
+        assert bindings == [{"role": "roles/secretmanager.secretAccessor", "members": [f"serviceAccount:{APP_SA}"]}]
+
+
 def test_buckets_private(state):
     for name in (V["gce_release_bucket"], V["gce_backup_bucket"]):
         bucket = state["buckets"][name]

@@ -43,6 +43,7 @@ HOSTS = (
     "storage.googleapis.com",
     "iam.googleapis.com",
     "cloudresourcemanager.googleapis.com",
+    "secretmanager.googleapis.com",
 )
 NAME_RE = re.compile(r"^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$")
 LABEL_KEY_RE = re.compile(r"^[a-z][-_a-z0-9]{0,62}$")
@@ -173,7 +174,8 @@ class Cloud:
         self.pending: set[str] = set()       # compute paths being inserted
         self.sas: dict[str, dict] = {}       # email -> service account
         self.buckets: dict[str, dict] = {}
-        self.policies: dict[str, dict] = {}  # "project:p" / "bucket:b" -> IAM policy
+        self.policies: dict[str, dict] = {}  # "project:p" / "bucket:b" / "secret:s" -> IAM policy
+        self.secrets: dict[str, dict] = {}   # secret id -> secret (no versions: values never here)
         self.calls: list[dict] = []
         self.ids = itertools.count(1000000000000000000)
         self.suffix = itertools.count(0)
@@ -1494,6 +1496,44 @@ def crm_api(cloud: Cloud, method, path, query, body):
     return check_policy(cloud, key, (body or {}).get("policy"), bucket=False)
 
 
+SECRET_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+
+
+def secretmanager_api(cloud: Cloud, method, path, query, body):
+    m = re.match(r"^/v1/projects/([^/]+)/secrets(?:/([^/:]+))?(?::(getIamPolicy|setIamPolicy))?$", path)
+    if not m:
+        raise ApiError(404, "notFound", "Not Found")
+    project, secret, verb = m.groups()
+    if project != cloud.project:
+        raise ApiError(403, "forbidden", "Permission 'secretmanager.secrets.get' denied")
+    if secret is None:
+        if method != "POST":
+            raise ApiError(405, "httpMethodNotAllowed", "Method not allowed")
+        sid = query.get("secretId", [""])[0]
+        if not SECRET_ID_RE.match(sid):
+            raise ApiError(400, "invalid", f"Invalid secret ID: '{sid}'")
+        if sid in cloud.secrets:
+            raise ApiError(409, "alreadyExists", f"Secret [projects/{project}/secrets/{sid}] already exists.")
+        repl = (body or {}).get("replication") or {}
+        if not (repl.get("automatic") is not None or repl.get("userManaged")):
+            raise ApiError(400, "invalid", "Secret.replication is required.")
+        check_labels((body or {}).get("labels"), "labels")
+        cloud.secrets[sid] = {"name": f"projects/123456789012/secrets/{sid}", "replication": repl,
+                              "createTime": now_iso(), "labels": (body or {}).get("labels") or {},
+                              "etag": '"1"'}
+        return cloud.secrets[sid]
+    if secret not in cloud.secrets:
+        raise ApiError(404, "notFound", f"Secret [projects/123456789012/secrets/{secret}] not found or has no versions.")
+    key = f"secret:{secret}"
+    if verb == "getIamPolicy" and method == "GET":
+        return copy.deepcopy(cloud.policies.setdefault(key, {"version": 1, "etag": "ACAB"}))
+    if verb == "setIamPolicy" and method == "POST":
+        return check_policy(cloud, key, (body or {}).get("policy"), bucket=False)
+    if verb is None and method == "GET":
+        return copy.deepcopy(cloud.secrets[secret])
+    raise ApiError(405, "httpMethodNotAllowed", "Method not allowed")
+
+
 def storage_api(cloud: Cloud, method, path, query, body):
     if path == "/storage/v1/b" and method == "POST":
         project = query.get("project", [None])[0]
@@ -1607,7 +1647,8 @@ class ApiHandler(BaseHTTPRequestHandler):
         host = (self.headers.get("Host") or "").split(":")[0]
         url = urllib.parse.urlsplit(self.path)
         query = urllib.parse.parse_qs(url.query)
-        style = "new" if host in ("iam.googleapis.com", "cloudresourcemanager.googleapis.com") else "compute"
+        style = "new" if host in ("iam.googleapis.com", "cloudresourcemanager.googleapis.com",
+                                  "secretmanager.googleapis.com") else "compute"
         entry = {"t": round(time.time(), 3), "method": method, "host": host, "path": url.path,
                  "query": url.query}
         status, out = 500, None
@@ -1627,6 +1668,8 @@ class ApiHandler(BaseHTTPRequestHandler):
                     out = iam_api(cloud, method, url.path, query, body)
                 elif host == "cloudresourcemanager.googleapis.com":
                     out = crm_api(cloud, method, url.path, query, body)
+                elif host == "secretmanager.googleapis.com":
+                    out = secretmanager_api(cloud, method, url.path, query, body)
                 elif host in ("storage.googleapis.com", "www.googleapis.com") and url.path.startswith("/storage/v1/"):
                     out = storage_api(cloud, method, url.path, query, body)
                 else:
@@ -1671,6 +1714,7 @@ class ApiHandler(BaseHTTPRequestHandler):
             if parts == ["state"]:
                 return self.reply(200, {"compute": strip_private(cloud.res, keep=True),
                                         "serviceAccounts": cloud.sas, "buckets": cloud.buckets,
+                                        "secrets": cloud.secrets,
                                         "policies": cloud.policies,
                                         "pendingOperations": [o.name for o in cloud.ops.values() if o.status != "DONE"]})
             if parts == ["calls"]:
