@@ -83,5 +83,9 @@ def test_app_rolled_to_a_new_template_through_the_mig(resized):
     # the template switch and the update policy went together in one PATCH
     patches = [c for c in resized["calls"] if c["method"] == "PATCH" and c["path"].endswith("/instanceGroupManagers/vpcstack-app")]
     assert patches and "instanceTemplate" in patches[0]["body"] and "updatePolicy" in patches[0]["body"]
+    # the count went through the resize method, and the module did not PUT the group
+    assert any(c["path"].endswith("/instanceGroupManagers/vpcstack-app/resize") and c["query"] == "size=4"
+               for c in resized["calls"])
+    assert not [c for c in resized["calls"] if c["method"] == "PUT" and "instanceGroupManagers" in c["path"]]
     # the old template was deleted once unused; only the current one is left
     assert list(kind(resized["after"], "instanceTemplates")) == [mig["instanceTemplate"].rsplit("/", 1)[1]]
