@@ -6,8 +6,9 @@
 test-gce: setup
 	$(VENV)/bin/pytest tests/gce -q -p no:cacheprovider
 
+# The GCE paths alone, with the repository's .yamllint and .ansible-lint.
 lint-gce: setup
-	$(VENV)/bin/yamllint -s roles/gce_* playbooks/provision_gce.yml inventories/customer-x tests/gce mk
-	$(VENV)/bin/ansible-lint --profile production roles/gce_* playbooks/provision_gce.yml
+	$(VENV)/bin/yamllint -s roles/gce_* playbooks/provision_gce.yml inventories/customer-x tests/gce
+	$(VENV)/bin/ansible-lint --profile production roles/gce_* playbooks/provision_gce.yml inventories/customer-x
 
 TEST_TARGETS += test-gce
