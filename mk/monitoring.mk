@@ -1,8 +1,8 @@
 # Monitoring (roles prometheus, node_exporter, postgres_exporter; monitoring/) and the Redis
-# extension example (role redis). Included by the root Makefile.
+# extension example (role redis). Included by the root Makefile. docs/monitoring.md.
 PROMTOOL := $(VENV)/bin/promtool
 
-.PHONY: promtool test-alerts
+.PHONY: promtool test-alerts test-monitoring molecule-monitoring e2e-monitoring monitoring-generate
 
 # promtool alone, unpacked from Debian's prometheus package (nothing else installed, no service).
 promtool: setup
@@ -15,4 +15,23 @@ test-alerts: promtool
 	$(PROMTOOL) test rules monitoring/tests/*.test.yml
 	$(VENV)/bin/python monitoring/tools/check_rule_tests.py $(PROMTOOL)
 
-TEST_TARGETS += test-alerts
+# Offline: dashboards and GCE alert policies in step with their sources and valid; Ops Agent
+# configuration scraping the same endpoints; the policies' queries through the rules' unit tests;
+# gce_apply.py against a local API double; the textfile collectors; the rendered Prometheus config.
+test-monitoring: promtool
+	PROMTOOL=$(PROMTOOL) $(VENV)/bin/pytest tests/monitoring -q -p no:cacheprovider -m "not stack"
+
+# Two stand-ins (Prometheus + Redis; a one-member Patroni cluster): converge, idempotence, checks.
+molecule-monitoring: setup
+	molecule test -s monitoring
+
+# Against the running stack of inventories/local (make up): every Prometheus target is up.
+e2e-monitoring: setup
+	$(VENV)/bin/pytest tests/monitoring -q -p no:cacheprovider -m stack -s
+
+# Regenerate the dashboards and the GCE alert policies after changing their sources.
+monitoring-generate: setup
+	$(VENV)/bin/python monitoring/tools/dashboards.py generate
+	$(VENV)/bin/python monitoring/tools/gce_alert_policies.py generate
+
+TEST_TARGETS += test-alerts test-monitoring molecule-monitoring
