@@ -1,0 +1,104 @@
+"""`make bench-deploy`: the rolling-deploy and stopped-instance figures as the median of N runs.
+
+On its own stack (default `bench`, subnets 10.49.x; brought up with site.yml unless it is
+already running), under a constant request rate through the app load balancer from the
+allowlisted client container:
+  * N rolling deploys (playbooks/deploy.yml, batch 1) alternating between two test releases:
+    requests sent, failed, p50/p99 latency during each deploy, and the deploy's duration;
+  * N times one app container stopped (`docker stop`, a different one each time): failed
+    requests, and seconds until the load balancer stopped routing to it; then it is started
+    again and waited for until it is back UP.
+Prints every run, then the medians. Tears the stack down at the end unless --keep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from stack import REPO, Poller, Stack, fmt_load, make_release, median, sh, source_version  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--rate", type=float, default=20.0, help="requests per second (<= 200)")
+    ap.add_argument("--stack", default="bench")
+    ap.add_argument("--octet", type=int, default=49)
+    ap.add_argument("--keep", action="store_true", help="leave the stack up")
+    args = ap.parse_args()
+    if args.runs < 3 or not 0 < args.rate <= 200 or args.stack == "vpcstack":
+        ap.error("--runs >= 3, 0 < --rate <= 200, and not the `make up` stack (vpcstack)")
+
+    stack = Stack(args.stack, args.octet)
+    t0 = time.monotonic()
+    if not stack.exists():
+        print(f"bench-deploy: bringing up stack {stack.name} (site.yml) ...", flush=True)
+        run = stack.playbook("site.yml", tag="site")
+        if run.rc != 0:
+            print(f"site.yml failed, see {run.log}", file=sys.stderr)
+            return 1
+        print(f"  site.yml from nothing: {run.seconds:.0f} s", flush=True)
+    try:
+        base = source_version()
+        root = stack.workdir / "wheelhouse"
+        root.mkdir()
+        (root / base).symlink_to(REPO / "dist" / "wheelhouse" / base)
+        versions = [f"{base}+bench.a", f"{base}+bench.b"]
+        for v in versions:
+            make_release(root / base, v, root)
+
+        deploys = []
+        for i in range(args.runs):
+            target = versions[i % 2]
+            with stack.load(rate=args.rate, max_seconds=600, max_requests=int(args.rate * 600)) as load:
+                run = stack.playbook("playbooks/deploy.yml", "-e", f"app_version={target}",
+                                     "-e", f"app_wheelhouse_root={root}", tag=f"deploy-{i + 1}")
+                r = load.stop()
+            if run.rc != 0:
+                print(f"deploy {i + 1} failed, see {run.log}", file=sys.stderr)
+                return 1
+            r["deploy_s"] = run.seconds
+            deploys.append(r)
+            print(f"deploy {i + 1} -> {target}: {run.seconds:.0f} s; {fmt_load(r)}", flush=True)
+
+        stops = []
+        for i in range(args.runs):
+            victim = stack.apps[i % len(stack.apps)]
+            with stack.load(rate=args.rate, max_seconds=120, max_requests=int(args.rate * 120)) as load:
+                time.sleep(5)
+                poll = Poller(stack, victim, timeout=60)
+                poll.start()
+                stopped_at = time.time()
+                sh("docker", "stop", victim, timeout=120)
+                poll.join(65)
+                time.sleep(3)
+                r = load.stop()
+            r["to_down_s"] = (poll.down_at - stopped_at) if poll.down_at else float("nan")
+            stops.append(r)
+            print(f"stop {i + 1} ({victim}): {r['failed']} of {r['sent']} requests failed; "
+                  f"LB stopped routing to it after {r['to_down_s']:.1f} s; errors {r['errors']}", flush=True)
+            sh("docker", "start", victim)
+            stack.wait_lb(victim, "UP", timeout=180)
+
+        print(f"\n=== bench-deploy: median of {args.runs} runs at {args.rate:g} req/s "
+              f"({len(stack.apps)} instances, batch 1)")
+        print(f"rolling deploy: requests {median([d['sent'] for d in deploys]):.0f}, "
+              f"failed {median([d['failed'] for d in deploys]):.0f} (max {max(d['failed'] for d in deploys)}), "
+              f"p50 {median([d['p50_ms'] for d in deploys]):.1f} ms, p99 {median([d['p99_ms'] for d in deploys]):.1f} ms, "
+              f"deploy {median([d['deploy_s'] for d in deploys]):.0f} s")
+        print(f"stopped instance: failed requests {median([s['failed'] for s in stops]):.0f} "
+              f"(of {median([s['sent'] for s in stops]):.0f}), LB stopped routing to it after "
+              f"{median([s['to_down_s'] for s in stops]):.1f} s")
+        print(f"(bench wall time {time.monotonic() - t0:.0f} s; logs in {stack.logs})")
+        return 0
+    finally:
+        if not args.keep:
+            stack.teardown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

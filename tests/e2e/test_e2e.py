@@ -1,0 +1,174 @@
+"""The whole stack end to end (`make test-e2e`): site.yml from nothing on its own stack, a second
+run with changed=0, the allowlist on every path, a rolling deploy under constant load with zero
+failed requests, an unhealthy release stopped at the first instance, a rollback, and an instance
+stopped under load. Prints the figures. Tests run in file order and share one stack.
+
+Knobs (environment): E2E_STACK (default e2e; subnets 10.E2E_OCTET.{1,2,3}.0/24, default 48),
+E2E_RATE (requests/s, default 20), E2E_KEEP=1 (leave the stack up), E2E_REUSE=1 (use a running
+stack instead of starting from nothing; the from-nothing assertion is then skipped).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import urllib.request
+
+import pytest
+
+from stack import REPO, TOY_PATH, Poller, Stack, fmt_load, make_release, sh, source_version
+
+NAME = os.environ.get("E2E_STACK", "e2e")
+OCTET = int(os.environ.get("E2E_OCTET", "48"))
+RATE = float(os.environ.get("E2E_RATE", "20"))
+REUSE = os.environ.get("E2E_REUSE") == "1"
+KEEP = os.environ.get("E2E_KEEP") == "1"
+FIGURES: list[str] = []
+
+
+def report(line: str) -> None:
+    FIGURES.append(line)
+    print(f"\n  {line}", flush=True)
+
+
+@pytest.fixture(scope="module")
+def stack():
+    if NAME == "vpcstack":
+        pytest.fail("E2E_STACK=vpcstack would tear down the `make up` stack; pick another name")
+    s = Stack(NAME, OCTET)
+    if s.exists() and not REUSE:
+        s.teardown()
+    s.from_nothing = not s.exists()
+    try:
+        yield s
+    finally:
+        print("\n=== app tier e2e figures\n  " + "\n  ".join(FIGURES), flush=True)
+        if not KEEP:
+            s.teardown()
+        shutil.rmtree(s.workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def releases(stack):
+    """Wheelhouses of the checkout's release (base), a new one and a broken one."""
+    base_version = source_version()
+    root = stack.workdir / "wheelhouse"
+    root.mkdir()
+    return {"root": root, "base": base_version,
+            "new": f"{base_version}+e2e.new", "broken": f"{base_version}+e2e.broken"}
+
+
+def deploy(stack, releases, version, *extra):
+    return stack.playbook("playbooks/deploy.yml", "-e", f"app_version={version}",
+                          "-e", f"app_wheelhouse_root={releases['root']}", *extra, tag=f"deploy-{version}")
+
+
+def test_site_from_nothing(stack, releases):
+    run = stack.playbook("site.yml", tag="site-1")
+    assert run.rc == 0 and not run.failed_hosts, f"site.yml failed, see {run.log}"
+    what = "from nothing" if stack.from_nothing else "on a running stack (E2E_REUSE)"
+    report(f"site.yml {what}: {run.seconds:.0f} s ({len(run.recap)} hosts)")
+    assert sorted(h for h in run.recap if h.startswith(f"{NAME}-app-") and "lb" not in h) == stack.apps
+    # The test releases sit next to the checkout's (built by the site run when missing).
+    base = REPO / "dist" / "wheelhouse" / releases["base"]
+    (releases["root"] / releases["base"]).symlink_to(base)
+    make_release(base, releases["new"], releases["root"])
+    make_release(base, releases["broken"], releases["root"], broken=True)
+
+
+def test_second_run_changes_nothing(stack):
+    run = stack.playbook("site.yml", tag="site-2")
+    assert run.rc == 0, f"second site.yml failed, see {run.log}"
+    report(f"site.yml second run: {run.seconds:.0f} s, changed per host: {run.changed or 0}")
+    assert run.changed == {}, f"second run changed something: {run.changed}, see {run.log}"
+
+
+def test_the_api_answers_through_the_load_balancer(stack):
+    status, body = stack.curl(stack.client_allowed, stack.lb_url + TOY_PATH)
+    assert status == 200 and '"success":true' in body, body
+    assert "1FGhgLbMzrUV5mgwX9nkEeqHbKbUK29nbQ" in body and "0.01733177" in body
+    servers = stack.lb_servers()
+    assert sorted(servers) == stack.apps and all(v["status"] == "UP" for v in servers.values()), servers
+
+
+def test_allowlist_on_every_path(stack):
+    app1 = f"http://{stack.app_address(stack.apps[0])}:8080/livez"
+    lb = stack.lb_url + "/livez"
+    # Inside the allowlist: answered through the load balancer and straight at an instance.
+    assert stack.curl(stack.client_allowed, lb)[0] == 200
+    assert stack.curl(stack.client_allowed, app1)[0] == 200
+    # Outside it (the same subnets, another address): no answer on either path.
+    assert stack.curl(stack.client_other, lb)[0] == 0
+    assert stack.curl(stack.client_other, app1)[0] == 0
+    # The control node (this machine, from the subnets' gateways) is not in the allowlist either.
+    with pytest.raises(OSError):
+        urllib.request.urlopen(lb, timeout=3)
+    # HAProxy's own allowlist, behind the host firewall: a source the firewall lets through
+    # (the LB's own address, over loopback) but that is not in the list is reset by HAProxy.
+    denied = int(stack.lb_frontend()["dcon"] or 0)
+    status, _ = stack.curl(stack.lb, lb, "--interface", f"10.{OCTET}.3.6")
+    assert status == 0
+    assert int(stack.lb_frontend()["dcon"] or 0) == denied + 1
+    report("allowlist: client-allowed answered via LB and direct; client-other refused via LB and "
+           "direct; a non-listed source past the firewall is reset by HAProxy")
+
+
+def test_rolling_deploy_under_load(stack, releases):
+    before = {a: stack.running_version(a) for a in stack.apps}
+    with stack.load(rate=RATE, max_seconds=600, max_requests=int(RATE * 600)) as load:
+        run = deploy(stack, releases, releases["new"])
+        result = load.stop()
+    assert run.rc == 0, f"deploy failed, see {run.log}"
+    report(f"deploy {set(before.values())} -> {releases['new']} on {len(stack.apps)} instances "
+           f"(batch 1) in {run.seconds:.0f} s; load during the deploy: {fmt_load(result)}")
+    assert result["failed"] == 0, f"failed requests during the deploy: {result['errors']}"
+    assert {a: stack.running_version(a) for a in stack.apps} == {a: releases["new"] for a in stack.apps}
+    assert {a: stack.served_version(a) for a in stack.apps} == {a: releases["new"] for a in stack.apps}
+
+
+def test_unhealthy_release_stops_at_the_first_instance(stack, releases):
+    with stack.load(rate=RATE, max_seconds=600, max_requests=int(RATE * 600)) as load:
+        run = deploy(stack, releases, releases["broken"], "-e", "app_ready_timeout=15")
+        result = load.stop()
+    assert run.rc != 0, "the deploy of a release that never becomes ready must fail"
+    versions = {a: stack.running_version(a) for a in stack.apps}
+    on_broken = [a for a, v in versions.items() if v == releases["broken"]]
+    assert len(on_broken) == 1, versions
+    assert all(v == releases["new"] for a, v in versions.items() if a not in on_broken), versions
+    servers = stack.lb_servers()
+    assert servers[on_broken[0]]["status"] != "UP"
+    report(f"unhealthy release: deploy stopped at {on_broken[0]} after {run.seconds:.0f} s, the other "
+           f"{len(stack.apps) - 1} kept {releases['new']}; load meanwhile: {fmt_load(result)}")
+    assert result["failed"] == 0, f"failed requests: {result['errors']}"
+    test_unhealthy_release_stops_at_the_first_instance.broken_host = on_broken[0]
+
+
+def test_rollback(stack, releases):
+    run = deploy(stack, releases, releases["new"])
+    assert run.rc == 0, f"rollback failed, see {run.log}"
+    assert {a: stack.served_version(a) for a in stack.apps} == {a: releases["new"] for a in stack.apps}
+    assert all(v["status"] == "UP" for v in stack.lb_servers().values())
+    report(f"rollback to {releases['new']} (-e app_version=...): {run.seconds:.0f} s, every instance UP")
+
+
+def test_instance_stopped_under_load(stack):
+    victim = stack.apps[1]
+    with stack.load(rate=RATE, max_seconds=120, max_requests=int(RATE * 120)) as load:
+        time.sleep(5)
+        poll = Poller(stack, victim, timeout=60)
+        poll.start()
+        stopped_at = time.time()
+        sh("docker", "stop", victim, timeout=120)
+        poll.join(65)
+        time.sleep(3)
+        result = load.stop()
+    assert poll.down_at is not None, f"the load balancer never marked {victim} DOWN"
+    after = [t - stopped_at for t in result["failure_times"] if t >= stopped_at - 1]
+    report(f"instance stopped under load ({victim}, docker stop): {result['failed']} of {result['sent']} "
+           f"requests failed; the load balancer stopped routing to it {poll.down_at - stopped_at:.1f} s "
+           f"after the stop; last failed request {max(after) if after else 0:.1f} s after it; errors {result['errors']}")
+    # Bring it back: the unit is enabled, so the instance rejoins by itself.
+    sh("docker", "start", victim)
+    stack.wait_lb(victim, "UP", timeout=180)
+    assert not [t for t in result["failure_times"] if t > poll.down_at + 1], "failures after it was marked down"
