@@ -27,7 +27,7 @@ INVENTORY = os.environ.get("VPCSTACK_TEST_INVENTORY", os.path.join(EPHEMERAL, "i
 SECRETS = pathlib.Path.home() / ".local/share/vpcstack" / STACK
 CA = str(SECRETS / "pki/ca.crt")
 MON, DB = f"{STACK}-mon-1", f"{STACK}-db-1"
-MON_APP_ADDRESS, MON_DB_ADDRESS, DB_ADDRESS = "10.49.1.7", "10.49.2.7", "10.49.2.11"
+MON_APP_ADDRESS, MON_DB_ADDRESS, DB_ADDRESS = "10.46.1.7", "10.46.2.7", "10.46.2.11"
 PROMETHEUS = f"https://{MON_APP_ADDRESS}:9090"
 
 sys.path.insert(0, str(REPO / "tests" / "monitoring"))
