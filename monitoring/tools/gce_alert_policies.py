@@ -30,7 +30,7 @@ SEVERITY = {"critical": "CRITICAL", "warning": "WARNING", "info": "WARNING"}
 EVALUATION_INTERVAL = "60s"
 # Alerts on metrics that do not exist on GCE: its load balancers are Google's (no HAProxy). Their
 # job there is done by the uptime checks (monitoring/gce/uptime-checks) and their policies.
-LOCAL_ONLY = {"LoadBalancerBackendDown"}
+LOCAL_ONLY = {"LoadBalancerBackendDown", "DatabaseReadOnlyPoolEmpty"}
 
 
 def duration_seconds(text: str) -> int:
