@@ -46,6 +46,33 @@ def sh(*args: str, check: bool = True, timeout: float = 120, input: str | None =
     return proc
 
 
+def default_stack(prefix: str) -> tuple[str, int]:
+    """A stack name and subnet octet of this checkout: `<prefix>-<4 hex>` and 10.<100-199>.x, so
+    copies of the repository (a CI workspace, another engineer's checkout) never share a stack."""
+    digest = hashlib.sha1(f"{prefix}:{REPO}".encode()).hexdigest()
+    return f"{prefix}-{digest[:4]}", 100 + int(digest[4:8], 16) % 100
+
+
+class StackLock:
+    """An exclusive lock per stack name (fails at once when another run holds it)."""
+
+    def __init__(self, name: str):
+        self.path = Path(tempfile.gettempdir()) / f"vpcstack-{name}.lock"
+        self.fh = None
+
+    def __enter__(self) -> "StackLock":
+        import fcntl
+        self.fh = open(self.path, "w")
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StackError(f"another run uses this stack ({self.path} is locked)") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.fh.close()
+
+
 def source_version() -> str:
     text = (REPO / "app" / "exposure_api" / "__init__.py").read_text()
     return re.search(r'__version__ = "([^"]+)"', text)[1]

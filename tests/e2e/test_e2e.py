@@ -3,7 +3,8 @@ run with changed=0, the allowlist on every path, a rolling deploy under constant
 failed requests, an unhealthy release stopped at the first instance, a rollback, and an instance
 stopped under load. Prints the figures. Tests run in file order and share one stack.
 
-Knobs (environment): E2E_STACK (default e2e; subnets 10.E2E_OCTET.{1,2,3}.0/24, default 48),
+Knobs (environment): E2E_STACK and E2E_OCTET (default: e2e-<hash of the checkout path> on
+subnets 10.<100-199>.{1,2,3}.0/24, so another checkout's run never shares the stack),
 E2E_RATE (requests/s, default 20), E2E_KEEP=1 (leave the stack up), E2E_REUSE=1 (use a running
 stack instead of starting from nothing; the from-nothing assertion is then skipped).
 """
@@ -13,14 +14,13 @@ from __future__ import annotations
 import os
 import shutil
 import time
-import urllib.request
 
 import pytest
 
-from stack import REPO, TOY_PATH, Poller, Stack, fmt_load, make_release, sh, source_version
+from stack import REPO, TOY_PATH, Poller, Stack, StackLock, default_stack, fmt_load, make_release, sh, source_version
 
-NAME = os.environ.get("E2E_STACK", "e2e")
-OCTET = int(os.environ.get("E2E_OCTET", "48"))
+NAME = os.environ.get("E2E_STACK", default_stack("e2e")[0])
+OCTET = int(os.environ.get("E2E_OCTET", default_stack("e2e")[1]))
 RATE = float(os.environ.get("E2E_RATE", "20"))
 REUSE = os.environ.get("E2E_REUSE") == "1"
 KEEP = os.environ.get("E2E_KEEP") == "1"
@@ -36,6 +36,7 @@ def report(line: str) -> None:
 def stack():
     if NAME == "vpcstack":
         pytest.fail("E2E_STACK=vpcstack would tear down the `make up` stack; pick another name")
+    lock = StackLock(NAME).__enter__()
     s = Stack(NAME, OCTET)
     if s.exists() and not REUSE:
         s.teardown()
@@ -43,10 +44,13 @@ def stack():
     try:
         yield s
     finally:
-        print("\n=== app tier e2e figures\n  " + "\n  ".join(FIGURES), flush=True)
+        lock.__exit__()
+        print("\n=== app tier e2e figures\n  " + "\n  ".join(FIGURES)
+              + f"\n  (ansible logs: {s.logs})", flush=True)
         if not KEEP:
             s.teardown()
-        shutil.rmtree(s.workdir, ignore_errors=True)
+        shutil.rmtree(s.workdir / "wheelhouse", ignore_errors=True)
+        shutil.rmtree(s.inventory, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +106,10 @@ def test_allowlist_on_every_path(stack):
     assert stack.curl(stack.client_other, lb)[0] == 0
     assert stack.curl(stack.client_other, app1)[0] == 0
     # The control node (this machine, from the subnets' gateways) is not in the allowlist either.
-    with pytest.raises(OSError):
-        urllib.request.urlopen(lb, timeout=3)
+    # (curl from this machine, no proxy: the subnet's bridge route, and no answer.)
+    proc = sh("curl", "-s", "--noproxy", "*", "-o", "/dev/null", "-w", "%{http_code}",
+              "--connect-timeout", "3", "--max-time", "5", lb, check=False, timeout=30)
+    assert proc.stdout.strip() == "000", f"the control node got an answer: {proc.stdout}"
     # HAProxy's own allowlist, behind the host firewall: a source the firewall lets through
     # (the LB's own address, over loopback) but that is not in the list is reset by HAProxy.
     denied = int(stack.lb_frontend()["dcon"] or 0)
@@ -152,23 +158,40 @@ def test_rollback(stack, releases):
     report(f"rollback to {releases['new']} (-e app_version=...): {run.seconds:.0f} s, every instance UP")
 
 
-def test_instance_stopped_under_load(stack):
-    victim = stack.apps[1]
+def stop_under_load(stack, victim: str, how: str) -> dict:
+    """`docker stop` (a VM shutting down: systemd stops the unit, which drains first) or
+    `docker kill` (a crash) of one instance under load; then start it again and wait until UP."""
     with stack.load(rate=RATE, max_seconds=120, max_requests=int(RATE * 120)) as load:
         time.sleep(5)
         poll = Poller(stack, victim, timeout=60)
         poll.start()
         stopped_at = time.time()
-        sh("docker", "stop", victim, timeout=120)
+        sh("docker", how, victim, timeout=120)
         poll.join(65)
         time.sleep(3)
         result = load.stop()
-    assert poll.down_at is not None, f"the load balancer never marked {victim} DOWN"
-    after = [t - stopped_at for t in result["failure_times"] if t >= stopped_at - 1]
-    report(f"instance stopped under load ({victim}, docker stop): {result['failed']} of {result['sent']} "
-           f"requests failed; the load balancer stopped routing to it {poll.down_at - stopped_at:.1f} s "
-           f"after the stop; last failed request {max(after) if after else 0:.1f} s after it; errors {result['errors']}")
-    # Bring it back: the unit is enabled, so the instance rejoins by itself.
     sh("docker", "start", victim)
     stack.wait_lb(victim, "UP", timeout=180)
-    assert not [t for t in result["failure_times"] if t > poll.down_at + 1], "failures after it was marked down"
+    result["to_down_s"] = (poll.down_at - stopped_at) if poll.down_at else None
+    result["late_failures"] = [t for t in result["failure_times"] if poll.down_at and t > poll.down_at + 1]
+    return result
+
+
+def test_instance_stopped_under_load(stack):
+    victim = stack.apps[1]
+    r = stop_under_load(stack, victim, "stop")
+    assert r["to_down_s"] is not None, f"the load balancer never marked {victim} DOWN"
+    report(f"instance stopped under load ({victim}, docker stop: shutdown drains first): {r['failed']} of "
+           f"{r['sent']} requests failed; the load balancer stopped routing to it {r['to_down_s']:.1f} s "
+           f"after the stop; errors {r['errors']}")
+    assert not r["late_failures"], "failures after it was marked down"
+
+
+def test_instance_killed_under_load(stack):
+    victim = stack.apps[2]
+    r = stop_under_load(stack, victim, "kill")
+    assert r["to_down_s"] is not None, f"the load balancer never marked {victim} DOWN"
+    report(f"instance killed under load ({victim}, docker kill: a crash, no drain): {r['failed']} of "
+           f"{r['sent']} requests failed; the load balancer stopped routing to it {r['to_down_s']:.1f} s "
+           f"after the kill; errors {r['errors']}")
+    assert not r["late_failures"], "failures after it was marked down"
