@@ -3,8 +3,12 @@
 
 # Three database containers + the endpoint: topology, TLS/SCRAM, least privilege, parameters
 # (reload and rolling restart), failover, data-disk replacement, idempotence.
+# The scenario's stack name and subnets are fixed (mpatroni, 10.44.x): a lock keeps two checkouts
+# on one machine (a CI workspace and a working copy) from running it at the same time.
+PATRONI_LOCK := /tmp/vpcstack-molecule-patroni.lock
+
 molecule-patroni: setup
-	molecule test -s patroni
+	flock $(PATRONI_LOCK) molecule test -s patroni
 
 TEST_TARGETS += molecule-patroni
 
@@ -12,4 +16,4 @@ TEST_TARGETS += molecule-patroni
 # BENCH_STACK=<stack> runs it on an existing local stack instead of a throwaway one;
 # BENCH_RUNS=<n> events of each kind (default 5); BENCH_JSON=<file> also writes the figures.
 bench-failover: setup
-	@tests/failover/run.sh
+	@if [ -n "$(BENCH_STACK)" ]; then tests/failover/run.sh; else flock $(PATRONI_LOCK) tests/failover/run.sh; fi

@@ -316,3 +316,25 @@ def test_refuses_an_unknown_non_empty_data_directory(stack):
     assert "not a PostgreSQL 15 data directory" in proc.stdout
     assert sh("docker", "exec", member, "cat", "/data/not-a-cluster/file").stdout.strip() == "x"
     sh("docker", "exec", member, "rm", "-rf", "/data/not-a-cluster")
+
+
+def test_certificates_are_renewed_before_expiry_on_rerun(stack):
+    """A certificate within pki_cert_renew_days of expiry is reissued by a re-run, otherwise kept."""
+    member = stack.members[0]
+
+    def issue(*extra: str) -> str:
+        proc = subprocess.run(
+            ["ansible", "-i", INVENTORY, member, *EXTRA_ARGS, "-m", "ansible.builtin.include_role",
+             "-a", "name=pki tasks_from=certificate", "-e", "pki_cert_name=renewal-probe",
+             "-e", "pki_cert_owner=root", "-e", "pki_cert_group=root",
+             "-e", '{"pki_cert_names": ["renewal-probe"], "pki_cert_addresses": []}', *extra],
+            capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+        return sh("docker", "exec", member, "openssl", "x509", "-noout", "-serial", "-enddate",
+                  "-in", "/etc/vpcstack/pki/renewal-probe.crt").stdout
+
+    first = issue()
+    assert issue() == first                                   # valid for long enough: kept
+    renewed = issue("-e", "pki_cert_renew_days=400")          # expires within 400 days: reissued
+    assert renewed != first
+    sh("docker", "exec", member, "sh", "-c", "rm -f /etc/vpcstack/pki/renewal-probe.*")
