@@ -62,9 +62,23 @@ def test_inventory_groups_from_labels():
     out = subprocess.run(["ansible-inventory", "-i", os.path.join(REPO, "inventories/local"), "--list"],
                          env=env, check=True, capture_output=True, text=True, cwd=REPO).stdout
     inv = json.loads(out)
-    assert sorted(inv["db"]["hosts"]) == [f"{STACK}-db-1", f"{STACK}-db-2"]
+    assert sorted(inv["db"]["hosts"]) == [f"{STACK}-db-{i}" for i in range(1, VARS["db_node_count"] + 1)]
     assert sorted(inv["etcd"]["hosts"]) == sorted(inv["db"]["hosts"])
-    assert sorted(inv["app"]["hosts"]) == [f"{STACK}-app-1", f"{STACK}-app-2"]
+    assert sorted(inv["app"]["hosts"]) == [f"{STACK}-app-{i}" for i in range(1, VARS["app_instance_count"] + 1)]
+
+
+def test_even_etcd_member_count_fails_before_anything_is_created():
+    stack = STACK + "even"
+    env = dict(os.environ, VPCSTACK_STACK=stack, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"))
+    proc = subprocess.run(["ansible-playbook", "-i", "inventories/local", "playbooks/provision_local.yml",
+                           "-e", "@" + VARS_FILE, "-e", f"vpcstack_stack={stack}", "-e", "db_node_count=2"],
+                          env=env, cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "etcd needs 1, 3, 5 or 7" in proc.stdout + proc.stderr
+    for kind in ("ps", "network ls", "volume ls"):
+        cmd = ["docker", *kind.split(), "-q", "--filter", f"label=vpcstack.stack={stack}"]
+        cmd += ["-a"] if kind == "ps" else []
+        assert sh(*cmd).stdout.strip() == "", kind
 
 
 def test_teardown_keeps_data_volumes_and_reprovision_reattaches_them():
