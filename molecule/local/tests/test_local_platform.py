@@ -27,7 +27,7 @@ def containers():
 def expected_names():
     names = [f"{STACK}-db-{i}" for i in range(1, VARS["db_node_count"] + 1)]
     names += [f"{STACK}-app-{i}" for i in range(1, VARS["app_instance_count"] + 1)]
-    names += [f"{STACK}-db-lb-1", f"{STACK}-app-lb-1", f"{STACK}-client-allowed-1", f"{STACK}-client-other-1"]
+    names += [f"{STACK}-{kind}-1" for kind in ("db-lb", "app-lb", "monitoring", "cache", "client-allowed", "client-other")]
     return sorted(names)
 
 
@@ -65,6 +65,9 @@ def test_inventory_groups_from_labels():
     assert sorted(inv["db"]["hosts"]) == [f"{STACK}-db-{i}" for i in range(1, VARS["db_node_count"] + 1)]
     assert sorted(inv["etcd"]["hosts"]) == sorted(inv["db"]["hosts"])
     assert sorted(inv["app"]["hosts"]) == [f"{STACK}-app-{i}" for i in range(1, VARS["app_instance_count"] + 1)]
+    # Prometheus scrapes every host but the test clients.
+    assert sorted(inv["monitored"]["hosts"]) == [n for n in expected_names() if "-client-" not in n]
+    assert inv["monitoring"]["hosts"] == [f"{STACK}-monitoring-1"] and inv["cache"]["hosts"] == [f"{STACK}-cache-1"]
 
 
 def test_even_etcd_member_count_fails_before_anything_is_created():
