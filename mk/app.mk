@@ -3,6 +3,7 @@ APP_PY := $(VENV)/bin/python
 BENCH_FLOWS ?= 5000000
 BENCH_CONCURRENCY ?= 8
 BENCH_DURATION ?= 20
+BENCH_RUNS ?= 3
 BENCH_ARGS ?=
 
 .PHONY: wheelhouse test-app bench-app
@@ -16,10 +17,11 @@ wheelhouse: setup
 test-app: setup
 	$(VENV)/bin/pytest app/tests -q -p no:cacheprovider
 
-# Not part of `make test`: seeds BENCH_FLOWS rows, loads the API and the same SQL at
-# BENCH_CONCURRENCY for at most BENCH_DURATION s each, prints throughput, p50/p99, ratio, plan.
+# Not part of `make test`: seeds BENCH_FLOWS rows once, then BENCH_RUNS times loads the API and
+# the same SQL at BENCH_CONCURRENCY for at most BENCH_DURATION s each; prints throughput, p50/p99,
+# CPU per request by process, the ratio per run and the medians, and the plan.
 bench-app: setup
 	$(APP_PY) app/devtools/bench.py --flows $(BENCH_FLOWS) --concurrency $(BENCH_CONCURRENCY) \
-		--duration $(BENCH_DURATION) $(BENCH_ARGS)
+		--duration $(BENCH_DURATION) --runs $(BENCH_RUNS) $(BENCH_ARGS)
 
 TEST_TARGETS += test-app

@@ -12,9 +12,20 @@
 
 from __future__ import annotations
 
+from gunicorn.glogging import Logger
+
 from . import metrics
 from .config import Settings
 from .logs import logging_dict
+
+
+class AppLogger(Logger):
+    """gunicorn's logger without its access line: the app writes one JSON access line per
+    request itself (with the request id and the route). gunicorn would otherwise build its
+    access-log atoms for every request, only to drop them (gunicorn.access is at WARNING)."""
+
+    def access(self, resp, req, environ, request_time):
+        pass
 
 
 def _child_exit(server, worker):
@@ -43,6 +54,7 @@ def options(settings: Settings) -> dict:
         "preload_app": False,
         "proc_name": "exposure-api",
         "accesslog": None,
+        "logger_class": AppLogger,
         "errorlog": "-",
         "logconfig_dict": logging_dict(settings.log_level),
         "limit_request_line": 4094,

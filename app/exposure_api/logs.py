@@ -18,10 +18,15 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message
 
 
 class JsonFormatter(logging.Formatter):
+    _second: tuple[int, str] = (-1, "")  # (epoch second, its text): one strftime per second
+
     def format(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        cached = self._second
+        if cached[0] != second:
+            cached = self._second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
         out = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-                  + f".{int(record.msecs):03d}Z",
+            "ts": f"{cached[1]}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -56,6 +61,12 @@ def logging_dict(level: str = "INFO") -> dict:
 
 def configure(level: str = "INFO") -> None:
     import logging.config
+    # The JSON lines carry neither the caller's file and line nor thread or process names:
+    # skip collecting them for every record (the logging module's documented optimisations).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     logging.config.dictConfig(logging_dict(level))
     logging.captureWarnings(True)
     sys.excepthook = lambda *exc: logging.getLogger("exposure_api").critical(

@@ -36,6 +36,29 @@ BUILD_INFO = Gauge("exposure_build_info", "Version of the running app", ["versio
                    multiprocess_mode="max")
 
 
+# labels() takes a lock and builds a key on every call; requests reuse a handful of label sets,
+# so keep their children (per process, like the samples themselves).
+_children: dict[tuple, tuple] = {}
+
+
+def observe_request(route: str, method: str, status: str, seconds: float) -> None:
+    key = ("http", route, method, status)
+    children = _children.get(key)
+    if children is None:
+        children = _children[key] = (HTTP_REQUESTS.labels(route, method, status),
+                                     HTTP_LATENCY.labels(route, method, status))
+    children[0].inc()
+    children[1].observe(seconds)
+
+
+def observe_query(query: str, outcome: str, seconds: float) -> None:
+    key = ("db", query, outcome)
+    children = _children.get(key)
+    if children is None:
+        children = _children[key] = (DB_QUERY_LATENCY.labels(query, outcome),)
+    children[0].observe(seconds)
+
+
 def multiprocess_enabled() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 

@@ -9,19 +9,27 @@ SATS_PER_BTC = 100_000_000
 
 # One index-only range scan of flows_pkey (address = $1, ts between $2 and $3), an aggregate
 # per counterparty, a top-N sort. Both bounds are inclusive. Amounts are summed as exact
-# satoshis and formatted by PostgreSQL as BTC numerics with exactly 8 fractional digits.
+# satoshis; the page is chosen on the sums, and only the rows of the page are formatted by
+# PostgreSQL as BTC numerics with exactly 8 fractional digits (formatting every group before
+# the sort made addresses with thousands of counterparties measurably slower; see docs/app.md).
+# The outer ORDER BY costs nothing: the planner sees that the page is already in that order.
 EXPOSURE_SQL = """
 SELECT counterparty,
-       (COALESCE(SUM(amount_sat) FILTER (WHERE is_inflow), 0) / 100000000.0)::numeric(24, 8)::text,
-       (COALESCE(SUM(amount_sat) FILTER (WHERE NOT is_inflow), 0) / 100000000.0)::numeric(24, 8)::text,
-       (SUM(amount_sat) / 100000000.0)::numeric(24, 8)::text
-  FROM exposure.flows
- WHERE address = %(address)s
-   AND ts >= %(start)s AND ts <= %(end)s
-   AND (is_inflow AND %(inflows)s OR NOT is_inflow AND %(outflows)s)
- GROUP BY counterparty
- ORDER BY SUM(amount_sat) DESC, counterparty COLLATE "C" ASC
- LIMIT %(limit)s OFFSET %(offset)s
+       (inflow_sat / 100000000.0)::numeric(24, 8)::text,
+       (outflow_sat / 100000000.0)::numeric(24, 8)::text,
+       (total_sat / 100000000.0)::numeric(24, 8)::text
+  FROM (SELECT counterparty,
+               COALESCE(SUM(amount_sat) FILTER (WHERE is_inflow), 0) AS inflow_sat,
+               COALESCE(SUM(amount_sat) FILTER (WHERE NOT is_inflow), 0) AS outflow_sat,
+               SUM(amount_sat) AS total_sat
+          FROM exposure.flows
+         WHERE address = %(address)s
+           AND ts >= %(start)s AND ts <= %(end)s
+           AND (is_inflow AND %(inflows)s OR NOT is_inflow AND %(outflows)s)
+         GROUP BY counterparty
+         ORDER BY total_sat DESC, counterparty COLLATE "C" ASC
+         LIMIT %(limit)s OFFSET %(offset)s) AS page
+ ORDER BY total_sat DESC, counterparty COLLATE "C" ASC
 """
 
 READY_SQL = "SELECT 1"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from typing import Iterable
 
 from .addresses import MAX_ADDRESS_LENGTH, normalize_address
@@ -59,6 +60,7 @@ class ExposureQuery:
         return self.flow_type in ("both", "outflow")
 
 
+@lru_cache(maxsize=1024)  # pure; the defaults (and popular bounds) are parsed once per process
 def parse_timestamp(name: str, text: str) -> tuple[datetime, int]:
     """(UTC datetime, microseconds since 0001-01-01T00:00:00Z as an int).
 

@@ -44,7 +44,7 @@ def _timed_read(settings: Settings, name: str, fn):
         outcome = "ok"
         return result
     finally:
-        metrics.DB_QUERY_LATENCY.labels(name, outcome).observe(time.perf_counter() - started)
+        metrics.observe_query(name, outcome, time.perf_counter() - started)
 
 
 def create_app(settings: Settings) -> Flask:
@@ -65,17 +65,17 @@ def create_app(settings: Settings) -> Flask:
 
     @app.after_request
     def _finish(resp: Response):
-        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        status = str(resp.status_code)
-        metrics.HTTP_REQUESTS.labels(route, request.method, status).inc()
-        metrics.HTTP_LATENCY.labels(route, request.method, status).observe(elapsed)
+        req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup
+        started = g.get("started")
+        elapsed = time.perf_counter() - (started if started is not None else time.perf_counter())
+        route = req.url_rule.rule if req.url_rule is not None else "unmatched"
+        metrics.observe_request(route, req.method, str(resp.status_code), elapsed)
         resp.headers["X-Request-ID"] = g.get("request_id", "")
         if route != "/metrics":
             access_log.info("request", extra={
-                "method": request.method, "route": route, "path": request.path,
-                "query": request.query_string[:300].decode("latin-1"), "status": resp.status_code,
-                "duration_ms": round(elapsed * 1000, 3), "remote": request.remote_addr})
+                "method": req.method, "route": route, "path": req.path,
+                "query": req.query_string[:300].decode("latin-1"), "status": resp.status_code,
+                "duration_ms": round(elapsed * 1000, 3), "remote": req.remote_addr})
         return resp
 
     @app.teardown_request
