@@ -1,0 +1,228 @@
+"""patch.yml end to end (`make test-patch`): site.yml with PostgreSQL 15.18 pinned on its own stack,
+then patch.yml with the base image's real pending Debian security updates and the pin moved to
+15.20 (a minor upgrade through the same rolling flow), under constant load through the app load
+balancer and a bounded writer probe through the database endpoint. Asserts zero failed app
+requests, every database host on 15.20 (held, the running postmaster on the new binary), the
+app data's checksum unchanged, every acknowledged probe write present, no security update left
+pending, and a complete evidence file; prints the failed requests and the measured database
+write unavailability, then tears the stack down.
+
+Reuses tests/e2e (stack, load generator, per-stack lock) and tests/failover (writer probe).
+
+Knobs (environment): PATCH_STACK / PATCH_OCTET (default `patch` on 10.51.{1,2,3}.0/24),
+PATCH_RATE (requests/s, default 10), PATCH_KEEP=1 (leave the stack up), PATCH_REUSE=1 (use a
+running stack built with 15.18 pinned and not patched yet; the site.yml run is then skipped).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+TESTS = HERE.parent
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+e2e = _load("vpcstack_e2e_stack", TESTS / "e2e" / "stack.py")
+failover = _load("vpcstack_failover_stack", TESTS / "failover" / "stack.py")
+
+NAME = os.environ.get("PATCH_STACK", "patch")
+OCTET = int(os.environ.get("PATCH_OCTET", "51"))
+RATE = float(os.environ.get("PATCH_RATE", "10"))
+KEEP = os.environ.get("PATCH_KEEP") == "1"
+REUSE = os.environ.get("PATCH_REUSE") == "1"
+PIN_FROM = "15.18-0+deb12u1"
+PIN_TO = "15.20-0+deb12u1"
+PROBE_TABLE = "exposure.patch_probe"
+# Bounds of the load and the writer (the patch run must finish inside them).
+MAX_SECONDS = 1800
+FIGURES: list[str] = []
+
+
+def report(line: str) -> None:
+    FIGURES.append(line)
+    print(f"\n  {line}", flush=True)
+
+
+def dpkg_version(container: str, package: str) -> str:
+    return e2e.sh("docker", "exec", container, "dpkg-query", "-W", "-f=${Version}", package).stdout.strip()
+
+
+def client_python(stack, code: str, timeout: float = 120) -> str:
+    """Run Python (psycopg2) in the client container as the schema owner, through the endpoint."""
+    pw = (stack.secrets / "postgresql" / "exposure_owner.password").read_text().strip()
+    dsn = (f"host={stack.container('db-lb')} port=5432 dbname=exposure user=exposure_owner "
+           f"sslmode=verify-full sslrootcert={failover.CA_IN_CLIENT} connect_timeout=3")
+    prog = ("import psycopg2, json, sys\n"
+            f"conn = psycopg2.connect({dsn!r})\nconn.autocommit = True\ncur = conn.cursor()\n" + code)
+    return e2e.sh("docker", "exec", "-i", "-e", f"PGPASSWORD={pw}", stack.client_allowed, "python3", "-",
+                  input=prog, timeout=timeout).stdout
+
+
+def data_checksum(stack) -> dict:
+    """Row count and md5 of every row of the app's data table, in a fixed order."""
+    out = client_python(stack, (
+        "cur.execute(\"SELECT count(*), md5(coalesce(string_agg(f::text, '|' ORDER BY f::text), '')) "
+        "FROM exposure.flows f\")\nprint(json.dumps(cur.fetchone()))\n"))
+    rows, md5 = json.loads(out)
+    return {"rows": rows, "md5": md5}
+
+
+@pytest.fixture(scope="module")
+def stack():
+    if NAME == "vpcstack":
+        pytest.fail("PATCH_STACK=vpcstack would tear down the `make up` stack; pick another name")
+    lock = e2e.StackLock(NAME).__enter__()
+    s = e2e.Stack(NAME, OCTET)
+    # The local inventory pins the previous minor release (held); patch.yml moves the pin.
+    try:
+        if s.exists() and not REUSE:
+            s.teardown()
+        if not REUSE:
+            run = s.playbook("site.yml", tag="site", timeout=3600)
+            assert run.rc == 0 and not run.failed_hosts, f"site.yml failed, see {run.log}"
+            report(f"site.yml from nothing (PostgreSQL {PIN_FROM} pinned): {run.seconds:.0f} s ({len(run.recap)} hosts)")
+        yield s
+    finally:
+        lock.__exit__()
+        print("\n=== patch.yml figures\n  " + "\n  ".join(FIGURES) + f"\n  (ansible logs: {s.logs})", flush=True)
+        if not KEEP:
+            s.teardown()
+
+
+def db_hosts(stack) -> list[str]:
+    return [stack.container("db", n) for n in range(1, stack.db_nodes + 1)]
+
+
+def patched_hosts(stack) -> list[str]:
+    """Every VM stand-in of the stack; the test clients stand in for callers and are not patched."""
+    out = e2e.sh("docker", "ps", "--filter", f"label=vpcstack.stack={stack.name}",
+                 "--format", '{{.Names}} {{.Label "vpcstack.groups"}}').stdout
+    return sorted(name for name, groups in (line.split(" ", 1) for line in out.splitlines() if " " in line)
+                  if "clients" not in groups.split(","))
+
+
+def test_patch_under_load(stack):
+    for host in db_hosts(stack):
+        assert dpkg_version(host, "postgresql-15") == PIN_FROM, f"{host} does not start on {PIN_FROM}"
+
+    # The client inside the allowlist gets psycopg2 for the writer probe (it is not patched).
+    e2e.sh("docker", "exec", stack.client_allowed, "sh", "-c",
+           "python3 -c 'import psycopg2' 2>/dev/null || { apt-get -o DPkg::Lock::Timeout=600 update -qq && "
+           "DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "
+           "--no-install-recommends python3-psycopg2; }", timeout=900)
+    db = failover.Stack(NAME, client=stack.client_allowed, secrets_dir=str(stack.secrets))
+    client_python(stack, f"cur.execute('CREATE TABLE IF NOT EXISTS {PROBE_TABLE} "
+                         "(id bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())')\n")
+    before = data_checksum(stack)
+    assert before["rows"] > 0, "the app's data table is empty (seed data expected)"
+
+    run_id = time.strftime("test-%Y%m%dT%H%M%SZ", time.gmtime())
+    evidence = Path.home() / ".local/share/vpcstack/evidence" / f"patch-{run_id}.jsonl"
+    writer = db.start_writer(PROBE_TABLE, duration=MAX_SECONDS, interval=0.1)
+    acks = failover.Acks(writer)
+    try:
+        with stack.load(RATE, MAX_SECONDS, int(RATE * MAX_SECONDS)) as load:
+            run = stack.playbook("patch.yml", "-e", f"postgresql_package_version={PIN_TO}",
+                                 "-e", f"patch_run_id={run_id}", tag="patch", timeout=MAX_SECONDS - 60)
+            time.sleep(3)
+            result = load.stop()
+    finally:
+        db.stop_writer(writer)
+        acks.thread.join(timeout=30)
+
+    # --- figures --------------------------------------------------------------------------------
+    report(f"patch.yml under load: {run.seconds:.0f} s, rc {run.rc}")
+    report("app requests through the LB during patch.yml: " + e2e.fmt_load(result))
+    if result["failed"]:
+        report(f"failed requests: {result['errors']}; at "
+               + ", ".join(time.strftime('%H:%M:%S', time.gmtime(t)) for t in result["failure_times"][:50]))
+    times = [a[1] for a in acks.acks]
+    gaps = sorted(((b - a, a) for a, b in zip(times, times[1:])), reverse=True)
+    longest = gaps[0][0] if gaps else float("nan")
+    report(f"database writes through the endpoint (one INSERT per 0.1 s): {len(times)} acknowledged, "
+           f"{len(acks.errors)} failed attempts; write unavailability (longest gap between acknowledged "
+           f"writes): {longest:.2f} s; gaps over 1 s: "
+           + (", ".join(f"{g:.2f} s at {time.strftime('%H:%M:%S', time.gmtime(t))}" for g, t in gaps if g > 1.0) or "none"))
+    if acks.errors:
+        kinds: dict[str, int] = {}
+        for _, msg in acks.errors:
+            kinds[msg[:80]] = kinds.get(msg[:80], 0) + 1
+        report(f"failed write attempts by error: {kinds}")
+
+    assert run.rc == 0 and not run.failed_hosts, f"patch.yml failed, see {run.log}"
+    assert result["failed"] == 0, f"{result['failed']} failed app requests: {result['errors']}"
+
+    # --- PostgreSQL moved to its new pin, held, running the new binary ---------------------------
+    for host in db_hosts(stack):
+        assert dpkg_version(host, "postgresql-15") == PIN_TO, host
+        holds = e2e.sh("docker", "exec", host, "apt-mark", "showhold").stdout.split()
+        assert "postgresql-15" in holds, f"{host}: postgresql-15 no longer held"
+        pid = e2e.sh("docker", "exec", host, "sh", "-c",
+                     "head -1 /data/postgresql/15/main/postmaster.pid").stdout.strip()
+        exe = e2e.sh("docker", "exec", host, "readlink", f"/proc/{pid}/exe").stdout.strip()
+        assert exe == "/usr/lib/postgresql/15/bin/postgres", f"{host}: postmaster runs {exe}"
+        version = e2e.sh("docker", "exec", host, "su", "postgres", "-c",
+                         "psql -XAtq -c 'SHOW server_version'").stdout.strip()
+        assert version.startswith("15.20"), f"{host}: server_version {version}"
+    report(f"PostgreSQL on every database host: {PIN_FROM} -> {PIN_TO} (held), postmaster on the new binary, "
+           "server_version 15.20")
+
+    # --- no security update left pending on the patched hosts -------------------------------------
+    for host in patched_hosts(stack):
+        pending = e2e.sh("docker", "exec", host, "sh", "-c", "LC_ALL=C apt list --upgradable 2>/dev/null").stdout
+        left = [line for line in pending.splitlines() if re.search(r"^[^/]+/\S*-security", line)]
+        assert not left, f"{host} still has security updates pending: {left}"
+
+    # --- data: unchanged, and every acknowledged write is there ---------------------------------
+    after = data_checksum(stack)
+    assert after == before, f"app data changed: {before} -> {after}"
+    acked = {a[0] for a in acks.acks}
+    stored = set(json.loads(client_python(stack, f"cur.execute('SELECT id FROM {PROBE_TABLE}')\n"
+                                                 "print(json.dumps([r[0] for r in cur.fetchall()]))\n")))
+    assert acked <= stored, f"{len(acked - stored)} acknowledged writes are missing"
+    report(f"app data checksum before and after: {before['rows']} rows, md5 {before['md5']} (unchanged); "
+           f"{len(acked)} acknowledged probe writes all present")
+
+    # --- evidence ---------------------------------------------------------------------------------
+    records = [json.loads(line) for line in evidence.read_text().splitlines() if line.strip()]
+    hosts = {r["host"]: r for r in records if r.get("record") == "host"}
+    assert sorted(hosts) == sorted(patched_hosts(stack)), f"evidence hosts: {sorted(hosts)}"
+    for host, r in hosts.items():
+        assert r["result"] == "ok", (host, r["result"])
+        assert r["operator"] and r["started_at"] and r["finished_at"], r
+        assert r["packages_before"] and len(r["packages_before"]) == len(r["packages_after"]), r
+        changed = [b for b, a in zip(sorted(r["packages_before"]), sorted(r["packages_after"])) if a != b]
+        assert changed, f"{host}: nothing changed version"
+    for host in db_hosts(stack):
+        assert f"postgresql-15 {PIN_TO}" in hosts[host]["packages_after"], hosts[host]["packages_after"]
+        assert f"postgresql-15 {PIN_FROM}" in hosts[host]["packages_before"], hosts[host]["packages_before"]
+    runs = [r for r in records if r.get("record") == "run"]
+    assert len(runs) == 1 and runs[0]["result"] == "ok" and sorted(runs[0]["hosts"]) == sorted(hosts), runs
+    switched = [f"{h} -> {r['switched_over_to']}" for h, r in hosts.items() if r.get("switched_over_to")]
+    assert len(switched) == 1, f"expected one switchover: {switched}"
+    per_host = ", ".join(
+        f"{h.removeprefix(NAME + '-')} {len(r['packages_after'])} pkgs "
+        f"{_seconds(r['started_at'], r['finished_at'])} s" for h, r in sorted(hosts.items()))
+    report(f"evidence {evidence}: {len(hosts)} host records + run record (operator {runs[0]['operator']}); "
+           f"switchover {switched[0]}; per host: {per_host}")
+
+
+def _seconds(start: str, end: str) -> int:
+    fmt = "%Y-%m-%dT%H:%M:%SZ"
+    return int(time.mktime(time.strptime(end, fmt)) - time.mktime(time.strptime(start, fmt)))
