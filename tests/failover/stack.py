@@ -20,11 +20,23 @@ class StackError(Exception):
     pass
 
 
+class Secret(str):
+    """A command-line argument that carries a password: its repr (what pytest prints for a
+    failing frame's arguments) and error messages show it redacted."""
+
+    def __repr__(self) -> str:
+        return "'<redacted>'"
+
+
+def shown(args) -> str:
+    return " ".join("<redacted>" if isinstance(a, Secret) else str(a) for a in args)
+
+
 def sh(*args: str, check: bool = True, timeout: float = 120, input: str | None = None,
        env: dict | None = None) -> subprocess.CompletedProcess:
     proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, input=input, env=env)
     if check and proc.returncode != 0:
-        raise StackError(f"{' '.join(args[:6])}... failed ({proc.returncode}): {proc.stderr.strip()[-800:]}")
+        raise StackError(f"{shown(args[:6])}... failed ({proc.returncode}): {proc.stderr.strip()[-800:]}")
     return proc
 
 
@@ -71,9 +83,12 @@ class Stack:
     def rest(self, path: str, via: str | None = None, timeout: float = 5) -> dict | None:
         candidates = [via] if via else [m for m in self.members if self.running(m)]
         for member in candidates:
-            proc = sh("docker", "exec", member, "curl", "-s", "--max-time", str(timeout),
-                      "--cacert", "/etc/vpcstack/pki/ca.crt",
-                      f"https://{self.address(member)}:8008{path}", check=False, timeout=timeout + 10)
+            try:
+                proc = sh("docker", "exec", member, "curl", "-s", "--max-time", str(timeout),
+                          "--cacert", "/etc/vpcstack/pki/ca.crt",
+                          f"https://{self.address(member)}:8008{path}", check=False, timeout=timeout + 10)
+            except subprocess.TimeoutExpired:   # docker exec itself stalled (a loaded host): next member
+                continue
             if proc.returncode == 0 and proc.stdout.strip():
                 try:
                     return json.loads(proc.stdout)
@@ -112,8 +127,9 @@ class Stack:
     def wait_healthy(self, timeout: float = 180, allow_pending: bool = False):
         self.wait("a healthy cluster (all members running, replicas caught up)",
                   lambda: self.healthy(allow_pending=allow_pending), timeout)
-        self.wait("the endpoint's read-write port", lambda: self.sql("SELECT 1", check=False).returncode == 0,
-                  timeout)
+        # A primary, not any server: a replica would answer SELECT 1 as well.
+        self.wait("the endpoint's read-write port on a primary",
+                  lambda: self.sql("SELECT pg_is_in_recovery()", check=False).stdout.strip() == "f", timeout)
 
     # --- SQL through the endpoint, from the client container ----------------------------------
     def dsn(self, user: str = "exposure_owner", host: str | None = None, port: int = 5432,
@@ -124,7 +140,7 @@ class Stack:
     def sql(self, query: str, user: str = "exposure_owner", password: str | None = None,
             check: bool = True, container: str | None = None, **dsn) -> subprocess.CompletedProcess:
         pw = self.password(user) if password is None else password
-        return sh("docker", "exec", "-e", f"PGPASSWORD={pw}", container or self.client,
+        return sh("docker", "exec", "-e", Secret(f"PGPASSWORD={pw}"), container or self.client,
                   "psql", self.dsn(user=user, **dsn), "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", query,
                   check=check, timeout=60)
 
@@ -141,7 +157,7 @@ class Stack:
            input=(here / "writer.py").read_text())
         sh("docker", "exec", self.client, "rm", "-f", "/tmp/failover-writer.stop")
         return subprocess.Popen(
-            ["docker", "exec", "-i", "-e", f"PGPASSWORD={self.password('exposure_owner')}", self.client,
+            ["docker", "exec", "-i", "-e", Secret(f"PGPASSWORD={self.password('exposure_owner')}"), self.client,
              "python3", "/tmp/failover-writer.py", "--host", self.endpoint, "--sslrootcert", CA_IN_CLIENT,
              "--table", table, "--duration", str(duration), "--start-id", str(start_id),
              "--interval", str(interval)],

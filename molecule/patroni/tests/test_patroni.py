@@ -20,7 +20,7 @@ REPO = os.environ["VPCSTACK_REPO"]
 STACK_NAME = os.environ.get("VPCSTACK_STACK", "mpatroni")
 sys.path.insert(0, os.path.join(REPO, "tests", "failover"))
 
-from stack import Acks, Stack, sh  # noqa: E402
+from stack import Acks, Secret, Stack, sh  # noqa: E402
 
 EPHEMERAL = os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "")
 INVENTORY = os.environ.get("VPCSTACK_TEST_INVENTORY", os.path.join(EPHEMERAL, "inventory"))
@@ -109,7 +109,7 @@ def test_endpoint_name_is_in_the_certificates(stack):
     app_ip, db_ip = nets[f"{stack.name}-app"]["IPAddress"], nets[f"{stack.name}-db"]["IPAddress"]
     for target in (f"host=db.{stack.name}.internal hostaddr={app_ip}", f"host={app_ip}",
                    f"host={db_ip} hostaddr={app_ip}", f"host={stack.endpoint}"):
-        out = sh("docker", "exec", "-e", f"PGPASSWORD={stack.password('exposure_app')}", stack.client, "psql",
+        out = sh("docker", "exec", "-e", Secret(f"PGPASSWORD={stack.password('exposure_app')}"), stack.client, "psql",
                  f"{target} dbname=exposure user=exposure_app sslmode=verify-full "
                  f"sslrootcert=/tmp/vpcstack-ca.crt connect_timeout=3", "-XAtc", "SELECT 1").stdout
         assert out.strip() == "1"
@@ -124,7 +124,7 @@ def test_non_tls_and_wrong_password_are_refused(stack):
     su = stack.sql("SELECT 1", user="postgres", dbname="postgres", check=False)
     assert su.returncode != 0 and "rejects connection" in su.stderr
     # Straight to a member from the endpoint host (database subnet): no TLS, no entry.
-    direct = sh("docker", "exec", "-e", f"PGPASSWORD={stack.password('exposure_app')}", stack.endpoint, "psql",
+    direct = sh("docker", "exec", "-e", Secret(f"PGPASSWORD={stack.password('exposure_app')}"), stack.endpoint, "psql",
                 f"host={stack.address(stack.members[0])} dbname=exposure user=exposure_app sslmode=disable "
                 "connect_timeout=3", "-XAtc", "SELECT 1", check=False)
     assert direct.returncode != 0 and "no encryption" in direct.stderr
@@ -184,31 +184,36 @@ def test_no_password_in_server_logs(stack):
 # --- parameters ------------------------------------------------------------------------------
 def test_invalid_parameters_fail_before_anything_changes(stack):
     before = stack.rest("/config")
-    proc = playbook("db_parameters.yml", "-e", parameters(work_mem="12XB", no_such_parameter="1"), check=False)
+    proc = playbook("db_parameters.yml", "-e", parameters(work_mem="12XB", no_such_parameter="1"),
+                    "-e", '{"postgresql_host_parameters": {"max_connections": 300}}', check=False)
     assert proc.returncode != 0
     out = " ".join((proc.stdout + proc.stderr).replace("\\", "").split())   # failures may go to stderr
     assert "no_such_parameter: unknown parameter" in out, out[-3000:]
     assert "work_mem='12XB'" in out and "invalid value" in out, out[-3000:]
+    assert "max_connections: Patroni only accepts it cluster-wide" in out, out[-3000:]
     assert "TASK [patroni : Patroni configuration" not in proc.stdout
     assert stack.rest("/config") == before
 
 
 def test_reloadable_change_applies_without_restart_and_restart_change_waits(stack):
     started = start_times(stack)
-    proc = playbook("db_parameters.yml", "-e", parameters(work_mem="8MB", max_connections=250))
+    proc = playbook("db_parameters.yml", "-e", parameters(work_mem="8MB", max_connections=250),
+                    "-e", '{"postgresql_host_parameters": {"log_min_duration_statement": "250ms"}}')
     for m in stack.members:
         assert setting(stack, m, "work_mem") == "8192", m
+        assert setting(stack, m, "log_min_duration_statement") == "250", m   # per host, reloaded
         assert setting(stack, m, "max_connections") == "200", m   # not restarted
     assert start_times(stack) == started
     assert "PENDING RESTART" in proc.stdout
 
 
 def test_restart_change_is_applied_by_a_rolling_restart(stack):
+    stack.wait_healthy(timeout=180, allow_pending=True)   # independent of an earlier failure
     leader = stack.leader()
     started = start_times(stack)
     playbook("db_parameters.yml", "-e", parameters(work_mem="8MB", max_connections=250),
              "-e", "postgresql_allow_restart=true")
-    stack.wait_healthy(timeout=120)
+    stack.wait_healthy(timeout=180)
     after = start_times(stack)
     for m in stack.members:
         assert setting(stack, m, "max_connections") == "250", m
@@ -219,10 +224,11 @@ def test_restart_change_is_applied_by_a_rolling_restart(stack):
 
 
 def test_lowering_a_standby_minimum_parameter_restarts_the_primary_first(stack):
+    stack.wait_healthy(timeout=180, allow_pending=True)   # independent of an earlier failure
     leader = stack.leader()
     proc = playbook("db_parameters.yml", "-e", parameters(work_mem="8MB", max_connections=200),
                     "-e", "postgresql_allow_restart=true")
-    stack.wait_healthy(timeout=120)
+    stack.wait_healthy(timeout=180)
     for m in stack.members:
         assert setting(stack, m, "max_connections") == "200", m
     # PostgreSQL needs standbys >= primary: the primary restarts first (in place, no switchover).
@@ -234,6 +240,7 @@ def test_lowering_a_standby_minimum_parameter_restarts_the_primary_first(stack):
 
 # --- failover -------------------------------------------------------------------------------
 def test_failover_when_the_leaders_host_stops(stack):
+    stack.wait_healthy(timeout=180, allow_pending=True)   # independent of an earlier failure
     table = "exposure.failover_probe"
     stack.sql(f"CREATE TABLE IF NOT EXISTS {table} (id bigint PRIMARY KEY, ts timestamptz DEFAULT now())")
     leader = stack.leader()
@@ -263,6 +270,7 @@ def test_failover_when_the_leaders_host_stops(stack):
 
 
 def test_endpoint_refuses_connections_without_a_primary(stack):
+    stack.wait_healthy(timeout=180, allow_pending=True)   # independent of an earlier failure
     # Freeze the leader's Patroni (shorter than ttl, so no failover): no member answers /primary 200.
     leader = stack.leader()
     sh("docker", "exec", leader, "systemctl", "kill", "--kill-who=main", "-s", "STOP", "patroni")
@@ -274,11 +282,12 @@ def test_endpoint_refuses_connections_without_a_primary(stack):
         assert "f" not in proc.stdout and "t" not in proc.stdout
     finally:
         sh("docker", "exec", leader, "systemctl", "kill", "--kill-who=main", "-s", "CONT", "patroni")
-    stack.wait_healthy(timeout=120)
+    stack.wait_healthy(timeout=180)
 
 
 # --- data disk independence -----------------------------------------------------------------
 def test_replaced_host_rejoins_with_its_data(stack):
+    stack.wait_healthy(timeout=180, allow_pending=True)   # independent of an earlier failure
     leader = stack.leader()
     victim = next(m for m in stack.members if m != leader)
     pgdata = "/data/postgresql/15/main"
