@@ -1,5 +1,5 @@
 # The data layer (issue 4): pki, etcd, postgresql, patroni, db_endpoint. See docs/database.md.
-.PHONY: molecule-patroni bench-failover
+.PHONY: molecule-patroni bench-failover test-data-disk
 
 # Three database containers + the endpoint: topology, TLS/SCRAM, least privilege, parameters
 # (reload and rolling restart), failover, data-disk replacement, idempotence.
@@ -11,6 +11,13 @@ molecule-patroni: setup
 	flock $(PATRONI_LOCK) molecule test -s patroni
 
 TEST_TARGETS += molecule-patroni
+
+# roles/data_disk's GCE path (format once, mount by UUID, grow, never reformat) on a loop device
+# of this machine, with its own fstab file; needs root.
+test-data-disk: setup
+	$(VENV)/bin/pytest tests/data_disk -q -p no:cacheprovider
+
+TEST_TARGETS += test-data-disk
 
 # Not part of `make test`: >= 5 clean stops and >= 5 hard kills of the leader under write load.
 # BENCH_STACK=<stack> runs it on an existing local stack instead of a throwaway one;
