@@ -1,5 +1,5 @@
 # The app tier end to end (tests/e2e, docs/app-tier.md). Included by the root Makefile.
-# test-e2e: site.yml from nothing on its own stack (e2e, 10.48.x), second run changed=0, the
+# test-e2e: site.yml from nothing on its own stack (e2e-<hash>, 10.<100-199>.x), second run changed=0, the
 # allowlist on every path, a rolling deploy under constant load (zero failed requests), an
 # unhealthy release, a rollback, an instance stopped under load; prints the figures, tears down.
 # bench-deploy: the deploy and stop figures as the median of BENCH_DEPLOY_RUNS (>= 3) runs.

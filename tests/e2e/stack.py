@@ -180,7 +180,9 @@ class Stack:
                    VPCSTACK_STACK=self.name, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
         return env
 
-    def playbook(self, playbook: str, *extra: str, timeout: float = 1800, tag: str = "") -> PlaybookRun:
+    def playbook(self, playbook: str, *extra: str, timeout: float = 3600, tag: str = "") -> PlaybookRun:
+        # Bounded, but long enough for site.yml from nothing on 2 cores shared with other stacks
+        # (1149 s measured at a load average of 20-37; 1800 s left too little margin).
         self._runs += 1
         log = self.logs / f"{self._runs:02d}-{tag or Path(playbook).stem}.log"
         start = time.monotonic()
@@ -220,6 +222,20 @@ class Stack:
                   "http://127.0.0.1:8404/stats;csv", timeout=15)
         rows = csv.DictReader(io.StringIO(proc.stdout.lstrip("# ")))
         return {r["svname"]: r for r in rows if r["pxname"] == "app" and r["svname"] not in ("FRONTEND", "BACKEND")}
+
+    def db_outages(self) -> tuple[int, int, bool] | None:
+        """(times, seconds) the database endpoint has had no primary since it started, as its
+        load balancer counts them (postgresql_rw BACKEND chkdown and downtime), and whether it has
+        one now; None when the database load balancer does not answer. A difference across a
+        measurement window means the data layer was unavailable during it (a failover, or
+        Patroni's /primary failing on a starved machine), whatever the app tier did."""
+        proc = sh("docker", "exec", self.container("db-lb"), "curl", "-s", "--max-time", "3",
+                  "http://127.0.0.1:8404/stats;csv", check=False, timeout=30)
+        rows = csv.DictReader(io.StringIO(proc.stdout.lstrip("# ")))
+        for r in rows:
+            if r.get("pxname") == "postgresql_rw" and r.get("svname") == "BACKEND":
+                return int(r["chkdown"] or 0), int(r["downtime"] or 0), r["status"] == "UP"
+        return None
 
     def lb_frontend(self) -> dict:
         """The app frontend's counters (dcon: connections denied by the allowlist)."""

@@ -6,7 +6,15 @@ stopped under load. Prints the figures. Tests run in file order and share one st
 Knobs (environment): E2E_STACK and E2E_OCTET (default: e2e-<hash of the checkout path> on
 subnets 10.<100-199>.{1,2,3}.0/24, so another checkout's run never shares the stack),
 E2E_RATE (requests/s, default 20), E2E_KEEP=1 (leave the stack up), E2E_REUSE=1 (use a running
-stack instead of starting from nothing; the from-nothing assertion is then skipped).
+stack instead of starting from nothing; the from-nothing assertion is then skipped),
+E2E_ATTEMPTS (default 3, see below).
+
+Under load the zero-failure requirements are about the app tier. When the database endpoint had
+no primary during a measurement window (its load balancer counts it: a Patroni failover, or
+/primary failing on a starved machine), failed requests in that window are the data layer's.
+The test then prints the window's figures with the outage and measures again (a new release for
+a deploy), at most E2E_ATTEMPTS times. Failures in a window without such an outage fail the test
+at once, and so does the last attempt, whatever the reason.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from stack import REPO, TOY_PATH, Poller, Stack, StackLock, default_stack, fmt_l
 NAME = os.environ.get("E2E_STACK", default_stack("e2e")[0])
 OCTET = int(os.environ.get("E2E_OCTET", default_stack("e2e")[1]))
 RATE = float(os.environ.get("E2E_RATE", "20"))
+ATTEMPTS = max(1, int(os.environ.get("E2E_ATTEMPTS", "3")))
 REUSE = os.environ.get("E2E_REUSE") == "1"
 KEEP = os.environ.get("E2E_KEEP") == "1"
 FIGURES: list[str] = []
@@ -63,6 +72,22 @@ def releases(stack):
             "new": f"{base_version}+e2e.new", "broken": f"{base_version}+e2e.broken"}
 
 
+def db_outage_during(stack, before) -> str | None:
+    """What the database endpoint went through since `before` (Stack.db_outages), or None."""
+    after = stack.db_outages()
+    if before is None or after is None:
+        return None
+    if after[0] == before[0] and before[2] and after[2]:
+        return None
+    return (f"the database endpoint had no primary {after[0] - before[0]} time(s), "
+            f"{after[1] - before[1]} s in all (data layer, not app tier)")
+
+
+def again(what: str, attempt: int, failed: int) -> None:
+    report(f"  {what}: {failed} failed requests while the database endpoint had no primary; "
+           f"measuring again (attempt {attempt + 1} of {ATTEMPTS})")
+
+
 def deploy(stack, releases, version, *extra):
     return stack.playbook("playbooks/deploy.yml", "-e", f"app_version={version}",
                           "-e", f"app_wheelhouse_root={releases['root']}", *extra, tag=f"deploy-{version}")
@@ -76,6 +101,8 @@ def test_site_from_nothing(stack, releases):
     assert sorted(h for h in run.recap if h.startswith(f"{NAME}-app-") and "lb" not in h) == stack.apps
     # The test releases sit next to the checkout's (built by the site run when missing).
     base = REPO / "dist" / "wheelhouse" / releases["base"]
+    if not base.exists():  # site.yml builds it only when an instance lacks it (E2E_REUSE)
+        sh("make", "-C", str(REPO), "wheelhouse", timeout=1200)
     (releases["root"] / releases["base"]).symlink_to(base)
     make_release(base, releases["new"], releases["root"])
     make_release(base, releases["broken"], releases["root"], broken=True)
@@ -121,32 +148,51 @@ def test_allowlist_on_every_path(stack):
 
 
 def test_rolling_deploy_under_load(stack, releases):
-    before = {a: stack.running_version(a) for a in stack.apps}
-    with stack.load(rate=RATE, max_seconds=600, max_requests=int(RATE * 600)) as load:
-        run = deploy(stack, releases, releases["new"])
-        result = load.stop()
-    assert run.rc == 0, f"deploy failed, see {run.log}"
-    report(f"deploy {set(before.values())} -> {releases['new']} on {len(stack.apps)} instances "
-           f"(batch 1) in {run.seconds:.0f} s; load during the deploy: {fmt_load(result)}")
-    assert result["failed"] == 0, f"failed requests during the deploy: {result['errors']}"
+    for attempt in range(1, ATTEMPTS + 1):
+        if attempt > 1:  # each measurement rolls a release the instances do not run yet
+            releases["new"] = f"{releases['base']}+e2e.new{attempt}"
+            make_release(releases["root"] / releases["base"], releases["new"], releases["root"])
+        before = {a: stack.running_version(a) for a in stack.apps}
+        db0 = stack.db_outages()
+        with stack.load(rate=RATE, max_seconds=600, max_requests=int(RATE * 600)) as load:
+            run = deploy(stack, releases, releases["new"])
+            result = load.stop()
+        assert run.rc == 0, f"deploy failed, see {run.log}"
+        outage = db_outage_during(stack, db0)
+        report(f"deploy {set(before.values())} -> {releases['new']} on {len(stack.apps)} instances "
+               f"(batch 1) in {run.seconds:.0f} s; load during the deploy: {fmt_load(result)}"
+               + (f"; {outage}" if outage else ""))
+        if result["failed"] == 0 or not outage or attempt == ATTEMPTS:
+            break
+        again("deploy", attempt, result["failed"])
+    assert result["failed"] == 0, f"failed requests during the deploy: {result['errors']} ({outage or 'no database outage'})"
     assert {a: stack.running_version(a) for a in stack.apps} == {a: releases["new"] for a in stack.apps}
     assert {a: stack.served_version(a) for a in stack.apps} == {a: releases["new"] for a in stack.apps}
 
 
 def test_unhealthy_release_stops_at_the_first_instance(stack, releases):
-    with stack.load(rate=RATE, max_seconds=600, max_requests=int(RATE * 600)) as load:
-        run = deploy(stack, releases, releases["broken"], "-e", "app_ready_timeout=15")
-        result = load.stop()
-    assert run.rc != 0, "the deploy of a release that never becomes ready must fail"
-    versions = {a: stack.running_version(a) for a in stack.apps}
-    on_broken = [a for a, v in versions.items() if v == releases["broken"]]
-    assert len(on_broken) == 1, versions
-    assert all(v == releases["new"] for a, v in versions.items() if a not in on_broken), versions
-    servers = stack.lb_servers()
-    assert servers[on_broken[0]]["status"] != "UP"
-    report(f"unhealthy release: deploy stopped at {on_broken[0]} after {run.seconds:.0f} s, the other "
-           f"{len(stack.apps) - 1} kept {releases['new']}; load meanwhile: {fmt_load(result)}")
-    assert result["failed"] == 0, f"failed requests: {result['errors']}"
+    for attempt in range(1, ATTEMPTS + 1):
+        db0 = stack.db_outages()
+        with stack.load(rate=RATE, max_seconds=600, max_requests=int(RATE * 600)) as load:
+            run = deploy(stack, releases, releases["broken"], "-e", "app_ready_timeout=15")
+            result = load.stop()
+        outage = db_outage_during(stack, db0)
+        assert run.rc != 0, "the deploy of a release that never becomes ready must fail"
+        versions = {a: stack.running_version(a) for a in stack.apps}
+        on_broken = [a for a, v in versions.items() if v == releases["broken"]]
+        assert len(on_broken) == 1, versions
+        assert all(v == releases["new"] for a, v in versions.items() if a not in on_broken), versions
+        servers = stack.lb_servers()
+        assert servers[on_broken[0]]["status"] != "UP"
+        report(f"unhealthy release: deploy stopped at {on_broken[0]} after {run.seconds:.0f} s, the other "
+               f"{len(stack.apps) - 1} kept {releases['new']}; load meanwhile: {fmt_load(result)}"
+               + (f"; {outage}" if outage else ""))
+        if result["failed"] == 0 or not outage or attempt == ATTEMPTS:
+            break
+        again("unhealthy release", attempt, result["failed"])
+        back = deploy(stack, releases, releases["new"])  # put that instance back, then again
+        assert back.rc == 0, f"putting {on_broken[0]} back on {releases['new']} failed, see {back.log}"
+    assert result["failed"] == 0, f"failed requests: {result['errors']} ({outage or 'no database outage'})"
     test_unhealthy_release_stops_at_the_first_instance.broken_host = on_broken[0]
 
 
@@ -156,6 +202,25 @@ def test_rollback(stack, releases):
     assert {a: stack.served_version(a) for a in stack.apps} == {a: releases["new"] for a in stack.apps}
     assert all(v["status"] == "UP" for v in stack.lb_servers().values())
     report(f"rollback to {releases['new']} (-e app_version=...): {run.seconds:.0f} s, every instance UP")
+
+
+def test_site_keeps_a_release_deployed_from_elsewhere(stack, releases):
+    """The app part of site.yml (playbooks/app.yml, what site.yml imports) on instances that run a
+    release whose wheelhouse is not in this checkout's dist/wheelhouse: an instance that has the
+    release needs nothing from the control node, so the run keeps it and changes nothing. A
+    release that no instance has and no wheelhouse holds fails before anything changes."""
+    assert not (REPO / "dist" / "wheelhouse" / releases["new"]).exists()
+    run = stack.playbook("playbooks/app.yml", tag="app-deployed-elsewhere")
+    assert run.rc == 0, f"playbooks/app.yml on the deployed release failed, see {run.log}"
+    assert run.changed == {}, f"it changed something: {run.changed}, see {run.log}"
+    assert {a: stack.running_version(a) for a in stack.apps} == {a: releases["new"] for a in stack.apps}
+    missing = deploy(stack, releases, "9.9.9")
+    assert missing.rc != 0, "a deploy of a release without a wheelhouse must fail"
+    log = missing.log.read_text()
+    assert "need release 9.9.9" in log and all(a in log for a in stack.apps), f"unclear failure, see {missing.log}"
+    assert {a: stack.running_version(a) for a in stack.apps} == {a: releases["new"] for a in stack.apps}
+    report(f"site's app plays on {releases['new']} (no wheelhouse in dist/): {run.seconds:.0f} s, changed 0; "
+           f"a release without a wheelhouse fails early naming the instances ({missing.seconds:.0f} s)")
 
 
 def stop_under_load(stack, victim: str, how: str) -> dict:
@@ -177,21 +242,34 @@ def stop_under_load(stack, victim: str, how: str) -> dict:
     return result
 
 
+def stop_or_kill(stack, victim: str, how: str) -> tuple[dict, str | None]:
+    """stop_under_load, measured again (bounded) when late failures came with a database outage."""
+    for attempt in range(1, ATTEMPTS + 1):
+        db0 = stack.db_outages()
+        r = stop_under_load(stack, victim, how)
+        outage = db_outage_during(stack, db0)
+        if not r["late_failures"] or not outage or attempt == ATTEMPTS:
+            return r, outage
+        report(f"  docker {how} {victim}: {r['failed']} of {r['sent']} requests failed; {outage}")
+        again(f"docker {how}", attempt, len(r["late_failures"]))
+    raise AssertionError("unreachable")
+
+
 def test_instance_stopped_under_load(stack):
     victim = stack.apps[1]
-    r = stop_under_load(stack, victim, "stop")
+    r, outage = stop_or_kill(stack, victim, "stop")
     assert r["to_down_s"] is not None, f"the load balancer never marked {victim} DOWN"
     report(f"instance stopped under load ({victim}, docker stop: shutdown drains first): {r['failed']} of "
            f"{r['sent']} requests failed; the load balancer stopped routing to it {r['to_down_s']:.1f} s "
-           f"after the stop; errors {r['errors']}")
+           f"after the stop; errors {r['errors']}" + (f"; {outage}" if outage else ""))
     assert not r["late_failures"], "failures after it was marked down"
 
 
 def test_instance_killed_under_load(stack):
     victim = stack.apps[2]
-    r = stop_under_load(stack, victim, "kill")
+    r, outage = stop_or_kill(stack, victim, "kill")
     assert r["to_down_s"] is not None, f"the load balancer never marked {victim} DOWN"
     report(f"instance killed under load ({victim}, docker kill: a crash, no drain): {r['failed']} of "
            f"{r['sent']} requests failed; the load balancer stopped routing to it {r['to_down_s']:.1f} s "
-           f"after the kill; errors {r['errors']}")
+           f"after the kill; errors {r['errors']}" + (f"; {outage}" if outage else ""))
     assert not r["late_failures"], "failures after it was marked down"
