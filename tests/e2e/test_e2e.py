@@ -1,5 +1,5 @@
 """The whole stack end to end (`make test-e2e`): site.yml from nothing on its own stack, a second
-run with changed=0, the allowlist on every path, a rolling deploy under constant load with zero
+run with changed=0, every Prometheus target up, the allowlist on every path, a rolling deploy under constant load with zero
 failed requests, an unhealthy release stopped at the first instance, a rollback, and an instance
 stopped under load. Prints the figures. Tests run in file order and share one stack.
 
@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import time
 
 import pytest
 
-from stack import REPO, TOY_PATH, Poller, Stack, StackLock, default_stack, fmt_load, make_release, sh, source_version
+from stack import REPO, TOY_PATH, VENV_BIN, Poller, Stack, StackLock, default_stack, fmt_load, make_release, sh, source_version
 
 NAME = os.environ.get("E2E_STACK", default_stack("e2e")[0])
 OCTET = int(os.environ.get("E2E_OCTET", default_stack("e2e")[1]))
@@ -121,6 +122,16 @@ def test_the_api_answers_through_the_load_balancer(stack):
     assert "1FGhgLbMzrUV5mgwX9nkEeqHbKbUK29nbQ" in body and "0.01733177" in body
     servers = stack.lb_servers()
     assert sorted(servers) == stack.apps and all(v["status"] == "UP" for v in servers.values()), servers
+
+
+def test_every_prometheus_target_is_up(stack):
+    """The monitoring host scrapes every endpoint the inventory says it should (tests/monitoring)."""
+    proc = subprocess.run([str(VENV_BIN / "python"), str(REPO / "tests/monitoring/check_targets.py"),
+                           "-i", str(stack.inventory), "--timeout", "300"],
+                          cwd=REPO, env=stack.env(), capture_output=True, text=True, timeout=420)
+    summary = [line for line in proc.stdout.splitlines() if "expected" in line]
+    report(f"prometheus targets: {summary[-1] if summary else proc.stdout[-300:]}")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
 
 
 def test_allowlist_on_every_path(stack):
