@@ -44,8 +44,8 @@ molecule-local: setup
 include $(sort $(wildcard mk/*.mk))
 
 # Scenarios that run by name and stay out of `make test` until they pass reliably on a clean
-# clone (see the issues). molecule-monitoring: a postgres_exporter restart failed once on a quiet
-# machine (2026-11-25); the whole stack's monitoring is still checked by test-e2e.
+# clone (see the issues). molecule-monitoring: fixed after two failures on a quiet machine and
+# passed once since (docs/monitoring.md); the whole stack's monitoring is checked by test-e2e.
 NOT_YET_IN_SUITE := molecule-monitoring
 
 # Order: cheap static checks first, then the scenarios.
