@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from stack import (REPO, Poller, Stack, StackLock, default_stack, fmt_load, make_release, median,  # noqa: E402
-                   sh, source_version)
+from stack import (REPO, Stack, StackLock, default_stack, fmt_load, make_release, median,  # noqa: E402
+                   source_version)
 
 
 def main() -> int:
@@ -79,21 +79,12 @@ def bench(args) -> int:
         for how in ("stop", "kill"):
             for i in range(args.runs):
                 victim = stack.apps[i % len(stack.apps)]
-                with stack.load(rate=args.rate, max_seconds=120, max_requests=int(args.rate * 120)) as load:
-                    time.sleep(5)
-                    poll = Poller(stack, victim, timeout=60)
-                    poll.start()
-                    stopped_at = time.time()
-                    sh("docker", how, victim, timeout=120)
-                    poll.join(65)
-                    time.sleep(3)
-                    r = load.stop()
-                r["to_down_s"] = (poll.down_at - stopped_at) if poll.down_at else float("nan")
+                r = stack.stop_under_load(victim, how, args.rate)
+                if r["to_down_s"] is None:
+                    r["to_down_s"] = float("nan")
                 stops[how].append(r)
                 print(f"docker {how} {i + 1} ({victim}): {r['failed']} of {r['sent']} requests failed; "
                       f"LB stopped routing to it after {r['to_down_s']:.1f} s; errors {r['errors']}", flush=True)
-                sh("docker", "start", victim)
-                stack.wait_lb(victim, "UP", timeout=180)
 
         print(f"\n=== bench-deploy: median of {args.runs} runs at {args.rate:g} req/s "
               f"({len(stack.apps)} instances, batch 1)")

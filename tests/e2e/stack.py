@@ -267,6 +267,26 @@ class Stack:
         return m[1] if m else None
 
     # --- load -----------------------------------------------------------------------------
+    def stop_under_load(self, victim: str, how: str, rate: float) -> dict:
+        """`docker stop` (a VM shutting down: systemd stops the unit, which drains first) or
+        `docker kill` (a crash) of one instance under load; then start it again and wait until UP.
+        Adds to the load figures to_down_s (None if the LB never marked it DOWN) and late_failures
+        (failures more than 1 s after it was marked DOWN). Used by the e2e test and bench-deploy."""
+        with self.load(rate=rate, max_seconds=120, max_requests=int(rate * 120)) as load:
+            time.sleep(5)
+            poll = Poller(self, victim, timeout=60)
+            poll.start()
+            stopped_at = time.time()
+            sh("docker", how, victim, timeout=120)
+            poll.join(65)
+            time.sleep(3)
+            result = load.stop()
+        sh("docker", "start", victim)
+        self.wait_lb(victim, "UP", timeout=180)
+        result["to_down_s"] = (poll.down_at - stopped_at) if poll.down_at else None
+        result["late_failures"] = [t for t in result["failure_times"] if poll.down_at and t > poll.down_at + 1]
+        return result
+
     def load(self, rate: float, max_seconds: float, max_requests: int) -> "Load":
         return Load(self, rate, max_seconds, max_requests)
 

@@ -22,11 +22,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 
 import pytest
 
-from stack import REPO, TOY_PATH, VENV_BIN, Poller, Stack, StackLock, default_stack, fmt_load, make_release, sh, source_version
+from stack import REPO, TOY_PATH, VENV_BIN, Stack, StackLock, default_stack, fmt_load, make_release, sh, source_version
 
 NAME = os.environ.get("E2E_STACK", default_stack("e2e")[0])
 OCTET = int(os.environ.get("E2E_OCTET", default_stack("e2e")[1]))
@@ -234,30 +233,11 @@ def test_site_keeps_a_release_deployed_from_elsewhere(stack, releases):
            f"a release without a wheelhouse fails early naming the instances ({missing.seconds:.0f} s)")
 
 
-def stop_under_load(stack, victim: str, how: str) -> dict:
-    """`docker stop` (a VM shutting down: systemd stops the unit, which drains first) or
-    `docker kill` (a crash) of one instance under load; then start it again and wait until UP."""
-    with stack.load(rate=RATE, max_seconds=120, max_requests=int(RATE * 120)) as load:
-        time.sleep(5)
-        poll = Poller(stack, victim, timeout=60)
-        poll.start()
-        stopped_at = time.time()
-        sh("docker", how, victim, timeout=120)
-        poll.join(65)
-        time.sleep(3)
-        result = load.stop()
-    sh("docker", "start", victim)
-    stack.wait_lb(victim, "UP", timeout=180)
-    result["to_down_s"] = (poll.down_at - stopped_at) if poll.down_at else None
-    result["late_failures"] = [t for t in result["failure_times"] if poll.down_at and t > poll.down_at + 1]
-    return result
-
-
 def stop_or_kill(stack, victim: str, how: str) -> tuple[dict, str | None]:
-    """stop_under_load, measured again (bounded) when late failures came with a database outage."""
+    """Stack.stop_under_load, measured again (bounded) when late failures came with a database outage."""
     for attempt in range(1, ATTEMPTS + 1):
         db0 = stack.db_outages()
-        r = stop_under_load(stack, victim, how)
+        r = stack.stop_under_load(victim, how, RATE)
         outage = db_outage_during(stack, db0)
         if not r["late_failures"] or not outage or attempt == ATTEMPTS:
             return r, outage
@@ -266,21 +246,18 @@ def stop_or_kill(stack, victim: str, how: str) -> tuple[dict, str | None]:
     raise AssertionError("unreachable")
 
 
-def test_instance_stopped_under_load(stack):
-    victim = stack.apps[1]
-    r, outage = stop_or_kill(stack, victim, "stop")
+def check_stop_under_load(stack, victim: str, how: str, what: str) -> None:
+    r, outage = stop_or_kill(stack, victim, how)
     assert r["to_down_s"] is not None, f"the load balancer never marked {victim} DOWN"
-    report(f"instance stopped under load ({victim}, docker stop: shutdown drains first): {r['failed']} of "
-           f"{r['sent']} requests failed; the load balancer stopped routing to it {r['to_down_s']:.1f} s "
-           f"after the stop; errors {r['errors']}" + (f"; {outage}" if outage else ""))
+    report(f"instance {how}{'ped' if how == 'stop' else 'ed'} under load ({victim}, docker {how}: {what}): "
+           f"{r['failed']} of {r['sent']} requests failed; the load balancer stopped routing to it "
+           f"{r['to_down_s']:.1f} s after the {how}; errors {r['errors']}" + (f"; {outage}" if outage else ""))
     assert not r["late_failures"], "failures after it was marked down"
+
+
+def test_instance_stopped_under_load(stack):
+    check_stop_under_load(stack, stack.apps[1], "stop", "shutdown drains first")
 
 
 def test_instance_killed_under_load(stack):
-    victim = stack.apps[2]
-    r, outage = stop_or_kill(stack, victim, "kill")
-    assert r["to_down_s"] is not None, f"the load balancer never marked {victim} DOWN"
-    report(f"instance killed under load ({victim}, docker kill: a crash, no drain): {r['failed']} of "
-           f"{r['sent']} requests failed; the load balancer stopped routing to it {r['to_down_s']:.1f} s "
-           f"after the kill; errors {r['errors']}" + (f"; {outage}" if outage else ""))
-    assert not r["late_failures"], "failures after it was marked down"
+    check_stop_under_load(stack, stack.apps[2], "kill", "a crash, no drain")
