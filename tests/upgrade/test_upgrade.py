@@ -59,6 +59,7 @@ TARGET = 17
 PROBE_TABLE = "exposure.upgrade_probe"
 MAX_SECONDS = 1500
 FIGURES: list[str] = []
+STATE: dict = {}   # the app data checksum taken before the upgrade, for the rollback drill
 
 
 def report(line: str) -> None:
@@ -112,7 +113,7 @@ def db_hosts(stack) -> list[str]:
 
 def server_version_num(host: str) -> int:
     return int(e2e.sh("docker", "exec", host, "su", "postgres", "-c",
-                      "psql -XAtq -c 'SHOW server_version_num'").stdout.strip())
+                      "psql -XAtq -h /var/run/postgresql -c 'SHOW server_version_num'").stdout.strip())
 
 
 def upgrade(stack, *extra: str, tag: str, timeout: float = MAX_SECONDS):
@@ -204,6 +205,7 @@ def test_upgrade_under_load(stack):
 
     # --- data: unchanged, and every acknowledged write is there ---------------------------------
     after = appdata.data_checksum(stack)
+    STATE["checksum"] = before
     assert after == before, f"app data changed: {before} -> {after}"
     acked = {a[0] for a in acks.acks}
     stored = appdata.stored_ids(stack, PROBE_TABLE)
@@ -218,3 +220,28 @@ def test_upgrade_under_load(stack):
     # Writes outside the downtime window must not fail: the app's failures are all inside it.
     assert result["failed"] == len(in_windows), \
         f"{result['failed'] - len(in_windows)} failed app requests outside the write-downtime window"
+
+
+def test_rollback_drill(stack):
+    """A failure right before the new primary starts (after pg_upgrade and the DCS removal) rolls
+    back by itself: 17 -> 18 (the build's 18.6) with patroni_upgrade_fail_before_start; every
+    member back on 17 with its configuration, streaming, the data unchanged, no 18 data left."""
+    if "checksum" not in STATE:
+        pytest.fail("the upgrade test did not complete: no drill on a cluster in an unknown state")
+    hosts = db_hosts(stack)
+    run = upgrade(stack, "-e", "postgresql_target_version=18", "-e", "patroni_upgrade_binary_version=18.6.0",
+                  "-e", "patroni_upgrade_fail_before_start=true", tag="rollback-drill", timeout=MAX_SECONDS)
+    text = run.log.read_text()
+    assert run.rc != 0, "the drill did not fail"
+    assert "and was rolled back" in text, f"no rollback message, see {run.log}"
+    assert "Rollback drill" in text and "pg_upgrade --link" in text, f"the drill did not reach pg_upgrade, see {run.log}"
+    db = failover.Stack(NAME, client=stack.client_allowed, secrets_dir=str(stack.secrets))
+    db.wait_healthy(timeout=300)
+    for host in hosts:
+        assert server_version_num(host) // 10000 == TARGET, host
+        conf = e2e.sh("docker", "exec", host, "cat", "/etc/patroni/config.yml").stdout
+        assert f'bin_dir: "/usr/lib/postgresql/{TARGET}/bin"' in conf, f"{host}: configuration not restored"
+        assert e2e.sh("docker", "exec", host, "test", "-e", "/data/postgresql/18/main", check=False).returncode != 0, host
+    assert appdata.data_checksum(stack) == STATE["checksum"], "app data changed by the rollback"
+    report(f"rollback drill (17 -> 18, failing on purpose before the new primary starts): rolled back in "
+           f"{run.seconds:.0f} s; every member on {TARGET} with its configuration, streaming, data unchanged")
