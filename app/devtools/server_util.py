@@ -29,7 +29,9 @@ class Server:
                            EXPOSURE_THREADS="2", EXPOSURE_DB_POOL_MAX="2",
                            EXPOSURE_DRAIN_FILE=str(self.drain_file),
                            EXPOSURE_METRICS_DIR=str(self.metrics_dir),
-                           EXPOSURE_GRACEFUL_TIMEOUT="10"))
+                           EXPOSURE_GRACEFUL_TIMEOUT="10",
+                           # Short, so that "down for longer than the window" is quick to test.
+                           EXPOSURE_DB_RETRY_WINDOW="2"))
         full.update(env)
         self._log = open(self.log_path, "w")
         exe = Path(sys.executable).with_name("exposure-api")

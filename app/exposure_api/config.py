@@ -34,6 +34,7 @@ class Settings:
     db_statement_timeout_ms: int = 5000
     db_pool_max: int = 4
     db_pool_acquire_timeout: float = 2.0
+    db_retry_window: float = 8.0
     db_keepalives_idle: int = 10
     db_keepalives_interval: int = 3
     db_keepalives_count: int = 3
@@ -134,6 +135,7 @@ class Settings:
             db_statement_timeout_ms=get_int("DB_STATEMENT_TIMEOUT_MS", 5000, 100, 600000),
             db_pool_max=get_int("DB_POOL_MAX", 4, 1, 64),
             db_pool_acquire_timeout=get_float("DB_POOL_ACQUIRE_TIMEOUT", 2.0, 0.05, 60.0),
+            db_retry_window=get_float("DB_RETRY_WINDOW", 8.0, 0.0, 60.0),
             db_keepalives_idle=get_int("DB_KEEPALIVES_IDLE", 10, 1, 7200),
             db_keepalives_interval=get_int("DB_KEEPALIVES_INTERVAL", 3, 1, 600),
             db_keepalives_count=get_int("DB_KEEPALIVES_COUNT", 3, 1, 100),
@@ -149,6 +151,17 @@ class Settings:
             metrics_dir=get("METRICS_DIR"),
             log_level=log_level,
         )
+        # A read may retry for the window, then make one more attempt (connect, then the
+        # statement): all of it must end before gunicorn kills the worker as silent. (The load
+        # balancers' server timeouts, 60 s in the roles, are longer than gunicorn's.)
+        worst = (settings.db_retry_window + settings.db_connect_timeout
+                 + settings.db_statement_timeout_ms / 1000)
+        if worst >= settings.timeout:
+            errors.append(
+                f"{PREFIX}DB_RETRY_WINDOW ({settings.db_retry_window:g} s) + {PREFIX}DB_CONNECT_TIMEOUT "
+                f"({settings.db_connect_timeout} s) + {PREFIX}DB_STATEMENT_TIMEOUT_MS "
+                f"({settings.db_statement_timeout_ms / 1000:g} s) must stay below {PREFIX}TIMEOUT "
+                f"({settings.timeout} s)")
         if errors:
             raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
         return settings

@@ -31,7 +31,10 @@ DB_POOL_WAIT = Histogram("exposure_db_pool_wait_seconds", "Time to get a pooled 
 DB_POOL_TIMEOUTS = Counter("exposure_db_pool_timeouts_total", "Requests that found no free connection")
 DB_CONNECTS = Counter("exposure_db_connects_total", "New database connections opened")
 DB_CONNECT_ERRORS = Counter("exposure_db_connect_errors_total", "Failed attempts to connect")
-DB_RETRIES = Counter("exposure_db_retries_total", "Reads retried after a dead pooled connection")
+DB_RETRIES = Counter("exposure_db_retries_total",
+                     "Reads retried on a new connection because the database was not available, by "
+                     "reason (connection_lost, refused, shutting_down, starting_up, timeout, unreachable)",
+                     ["reason"])
 BUILD_INFO = Gauge("exposure_build_info", "Version of the running app", ["version"],
                    multiprocess_mode="max")
 
@@ -57,6 +60,10 @@ def observe_query(query: str, outcome: str, seconds: float) -> None:
     if children is None:
         children = _children[key] = (DB_QUERY_LATENCY.labels(query, outcome),)
     children[0].observe(seconds)
+
+
+def retried(reason: str) -> None:
+    DB_RETRIES.labels(reason).inc()
 
 
 def multiprocess_enabled() -> bool:

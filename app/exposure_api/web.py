@@ -35,12 +35,12 @@ def _error(status: int, message: str, parameter: str | None = None, headers: dic
     return resp
 
 
-def _timed_read(settings: Settings, name: str, fn):
+def _timed_read(settings: Settings, name: str, fn, retry_window: float | None = None):
     pool = db.get_pool(settings)
     started = time.perf_counter()
     outcome = "error"
     try:
-        result = pool.run_readonly(fn)
+        result = pool.run_readonly(fn, retry_window)
         outcome = "ok"
         return result
     finally:
@@ -94,7 +94,8 @@ def create_app(settings: Settings) -> Flask:
         log.warning("no free database connection")
         return _error(503, "database busy, retry", headers={"Retry-After": "1"})
 
-    # Connection loss, failover, statement timeout: the client may retry. Any other database
+    # The database stayed unavailable for the whole retry window (db.Pool.run_readonly), or a
+    # statement timeout: the client may retry later. Any other database
     # error (e.g. a missing privilege) is a bug or a misconfiguration and falls through to 500.
     @app.errorhandler(psycopg2.OperationalError)
     @app.errorhandler(psycopg2.InterfaceError)
@@ -131,8 +132,16 @@ def create_app(settings: Settings) -> Flask:
         if settings.drain_file and os.path.exists(settings.drain_file):
             return {"status": "draining"}, 503
         try:
-            _timed_read(settings, "ready", lambda cur: cur.execute(READY_SQL))
+            # One attempt (and the one immediate retry after a dead pooled connection): the
+            # load balancer's check gives up after 1 s.
+            _timed_read(settings, "ready", lambda cur: cur.execute(READY_SQL), retry_window=0.0)
         except (psycopg2.Error, db.PoolTimeout) as exc:
+            if db.unavailable_reason(exc) and db.get_pool(settings).within_grace():
+                # A blip (a switchover): requests wait it out for the retry window, so keep
+                # this instance in the load balancer until the outage outlasts the window.
+                log.warning("database unavailable, within the retry window: still ready",
+                            extra={"error": type(exc).__name__})
+                return {"status": "ready", "database": "unavailable, requests retrying"}
             log.warning("not ready: %s", type(exc).__name__)
             return {"status": "database unavailable"}, 503
         return {"status": "ready"}

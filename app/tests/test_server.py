@@ -86,11 +86,18 @@ def test_requests_succeed_again_after_the_database_restarts(server, pg):
     assert statuses == [200] * 40
     _, body = server.get("/metrics")
     assert _metric_sum(body.decode(), "exposure_db_retries_total") >= 1
-    # 2. Requests while the database is down fail cleanly, then succeed once it is back.
+    # 2. The database stays down for longer than the retry window (2 s here): a request waits
+    # the window out, then gets 503 (not a 500, not a hang); /readyz turns to 503 once the
+    # outage is older than the window.
     pg.stop("fast")
     try:
+        started = time.monotonic()
         status, body = server.get_json(EXPOSURE)
+        waited = time.monotonic() - started
         assert status == 503 and body["success"] is False  # unavailable, not a 500
+        assert 1.5 <= waited < 8, waited  # the window (2 s), bounded
+        time.sleep(2.2)  # every worker's outage is older than the window now
+        assert server.get("/readyz")[0] == 503
         assert server.get("/readyz")[0] == 503
     finally:
         pg.start()
@@ -101,6 +108,47 @@ def test_requests_succeed_again_after_the_database_restarts(server, pg):
     assert server.get("/readyz")[0] == 200
     _, body = server.get("/metrics")
     assert _metric_sum(body.decode(), "exposure_db_connects_total") >= 2
+    assert _metric_sum(body.decode(), "exposure_db_retries_total", reason="refused") >= 1
+
+
+def test_a_request_rides_out_a_database_restart_within_the_retry_window(seeded, pg):
+    """A request that arrives while the database is down waits, and succeeds once it is back;
+    /readyz stays 200 meanwhile (a blip), and each retry is counted and logged."""
+    srv = Server(pg, EXPOSURE_WORKERS="1", EXPOSURE_DB_RETRY_WINDOW="20")
+    try:
+        assert srv.get(EXPOSURE)[0] == 200  # this process has reached the database
+        pg.stop("fast")
+        result = {}
+        t = threading.Thread(target=lambda: result.update(
+            r=srv.get(EXPOSURE, headers={"X-Request-ID": "rid-retry-1"}, timeout=30)))
+        started = time.monotonic()
+        try:
+            t.start()
+            time.sleep(1.0)
+            ready = srv.get_json("/readyz")  # down for ~1 s: still in the load balancer
+        finally:
+            pg.start()
+        t.join(30)
+        waited = time.monotonic() - started
+        assert result["r"][0] == 200, result
+        assert waited >= 1.0
+        assert ready[0] == 200 and ready[1]["status"] == "ready", ready
+        assert srv.get("/readyz")[0] == 200
+        _, body = srv.get("/metrics")
+        text = body.decode()
+        assert _metric_sum(text, "exposure_db_retries_total") >= 2
+        assert _metric_sum(text, "exposure_http_requests_total", route="/address/exposure/direct",
+                           status="200") == 2
+        time.sleep(0.3)
+        retries = [e for e in srv.logs() if e.get("msg") == "database read retried"]
+        mine = [e for e in retries if e.get("request_id") == "rid-retry-1"]
+        assert mine and {e["reason"] for e in mine} <= {"refused", "shutting_down", "starting_up",
+                                                        "connection_lost"}, retries[:3]
+        assert all(e["attempt"] >= 1 and "retry_in_ms" in e for e in mine)
+        text = srv.log_path.read_text()
+        assert pg.app_password not in text and pg.owner_password not in text
+    finally:
+        srv.stop()
 
 
 def test_sigterm_lets_the_in_flight_request_finish(seeded, pg, owner_conn):
