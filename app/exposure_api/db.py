@@ -241,10 +241,11 @@ class Pool:
                     wait = pause * random.uniform(0.5, 1.0)
                     pause = min(pause * 2, RETRY_MAX_PAUSE)
                     if elapsed + wait > window:
-                        log.warning("database unavailable, giving up", extra={
-                            "reason": reason, "attempts": attempt, "error": type(exc).__name__,
-                            "pgcode": getattr(exc, "pgcode", None),
-                            "elapsed_ms": round(elapsed * 1000), "retry_window_s": window})
+                        if window > 0:  # /readyz (window 0) logs its own line
+                            log.warning("database unavailable, giving up", extra={
+                                "reason": reason, "attempts": attempt, "error": type(exc).__name__,
+                                "pgcode": getattr(exc, "pgcode", None),
+                                "elapsed_ms": round(elapsed * 1000), "retry_window_s": window})
                         raise
                 metrics.retried(reason)
                 # Class, SQLSTATE and our label only: no server message, no connection string.

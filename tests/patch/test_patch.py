@@ -2,17 +2,21 @@
 then patch.yml with the base image's real pending Debian security updates and the pin moved to
 15.20 (a minor upgrade through the same rolling flow), under constant load through the app load
 balancer and a bounded writer probe through the database endpoint. Asserts zero failed app
-requests outside the primary's switchover (and a bound inside it), every database host on 15.20 (held, the running postmaster on the new binary), the
-app data's checksum unchanged, every acknowledged probe write present, no security update left
-pending, and a complete evidence file; prints the failed requests and the measured database
-write unavailability, then tears the stack down.
+requests outside a write-unavailability window (the primary's switchover) and a bound inside it
+(PATCH_STRICT=1: zero overall; the app retries reads on new connections for 8 s while no member
+accepts them, docs/app.md), every database host on 15.20 (held, the running postmaster on the new
+binary), the app data's checksum unchanged, every acknowledged probe write present, no security
+update left pending, and a complete evidence file; prints the failed requests, latency, the
+app's read retries (from the instances' journals) and the measured database write
+unavailability (also when patch.yml overruns the test's bound), then tears the stack down.
 
 Reuses tests/e2e (stack, load generator, per-stack lock) and tests/failover (writer probe).
 
 Knobs (environment): PATCH_STACK / PATCH_OCTET (default `patch` on 10.51.{1,2,3}.0/24),
 PATCH_RATE (requests/s, default 10), PATCH_STRICT=1 (zero failed requests also across the
-primary's switchover, which the app does not ride out yet), PATCH_KEEP=1 (leave the stack up), PATCH_REUSE=1 (use a
-running stack built with 15.18 pinned and not patched yet; the site.yml run is then skipped).
+primary's switchover; not the default until a whole run has shown it), PATCH_KEEP=1 (leave the
+stack up), PATCH_REUSE=1 (use a running stack built with 15.18 pinned and not patched yet; the
+site.yml run is then skipped).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import importlib.util
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -53,7 +58,9 @@ PIN_FROM = "15.18-0+deb12u1"
 PIN_TO = "15.20-0+deb12u1"
 PROBE_TABLE = "exposure.patch_probe"
 # Bounds of the load and the writer (the patch run must finish inside them).
-MAX_SECONDS = 1800
+# (patch.yml took 466-1006 s at load averages of 13-90, and more than 1740 s at 15-25 with three
+# other stacks being built beside it.)
+MAX_SECONDS = 3000
 FIGURES: list[str] = []
 
 
@@ -113,12 +120,17 @@ def test_patch_under_load(stack):
 
     run_id = time.strftime("test-%Y%m%dT%H%M%SZ", time.gmtime())
     evidence = Path.home() / ".local/share/vpcstack/evidence" / f"patch-{run_id}.jsonl"
+    since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     writer = db.start_writer(PROBE_TABLE, duration=MAX_SECONDS, interval=0.1)
     acks = failover.Acks(writer)
     try:
         with stack.load(RATE, MAX_SECONDS, int(RATE * MAX_SECONDS)) as load:
-            run = stack.playbook("patch.yml", "-e", f"postgresql_package_version={PIN_TO}",
-                                 "-e", f"patch_run_id={run_id}", tag="patch", timeout=MAX_SECONDS - 60)
+            started = time.monotonic()
+            try:
+                run = stack.playbook("patch.yml", "-e", f"postgresql_package_version={PIN_TO}",
+                                     "-e", f"patch_run_id={run_id}", tag="patch", timeout=MAX_SECONDS - 60)
+            except subprocess.TimeoutExpired:
+                run = None  # still print what the load and the writer saw, then fail below
             time.sleep(3)
             result = load.stop()
     finally:
@@ -126,7 +138,8 @@ def test_patch_under_load(stack):
         acks.thread.join(timeout=30)
 
     # --- figures --------------------------------------------------------------------------------
-    report(f"patch.yml under load: {run.seconds:.0f} s, rc {run.rc}")
+    report(f"patch.yml under load: {run.seconds:.0f} s, rc {run.rc}" if run else
+           f"patch.yml under load: killed after {time.monotonic() - started:.0f} s (the test's bound)")
     report("app requests through the LB during patch.yml: " + e2e.fmt_load(result))
     if result["failed"]:
         report(f"failed requests: {result['errors']}; at "
@@ -143,17 +156,23 @@ def test_patch_under_load(stack):
     if result["failed"]:
         report(f"failed app requests inside a write-unavailability window (-2 s/+5 s): {len(in_windows)} of "
                f"{result['failed']}")
+    retried = app_retries(stack, since)
+    report(f"app reads retried on a new connection (the instances' journals): "
+           f"{sum(retried['reasons'].values())} retries of {retried['requests']} requests (health checks "
+           f"included), by reason {retried['reasons'] or '{}'}; longest wait before the last retry "
+           f"{retried['longest_ms'] / 1000:.2f} s; requests that gave up: {retried['gave_up']}")
     if acks.errors:
         kinds: dict[str, int] = {}
         for _, msg in acks.errors:
             kinds[msg[:80]] = kinds.get(msg[:80], 0) + 1
         report(f"failed write attempts by error: {kinds}")
 
+    assert run is not None, f"patch.yml did not finish within {MAX_SECONDS - 60} s"
     assert run.rc == 0 and not run.failed_hosts, f"patch.yml failed, see {run.log}"
-    # Zero failed requests everywhere but the primary's switchover: while no primary accepts
-    # connections (the write-unavailability window) the app answers 503 to reads that need a new
-    # connection (it does not wait and retry across a switchover: docs/runbooks.md, "Patch day").
-    # PATCH_STRICT=1 requires zero failures overall.
+    # Zero failed requests everywhere but around a write-unavailability window (the primary's
+    # switchover). The app now retries reads on new connections for EXPOSURE_DB_RETRY_WINDOW (8 s)
+    # while no member accepts them (docs/app.md), which should make the window invisible too;
+    # PATCH_STRICT=1 requires zero overall. It becomes the default once a whole run has shown it.
     outside = result["failed"] - len(in_windows)
     assert outside == 0, f"{outside} failed app requests outside the switchover window: {result['errors']}"
     if STRICT:
@@ -225,6 +244,32 @@ def test_patch_under_load(stack):
         f"{_seconds(r['started_at'], r['finished_at'])} s" for h, r in sorted(hosts.items()))
     report(f"evidence {evidence}: {len(hosts)} host records + run record (operator {runs[0]['operator']}); "
            f"switchover {switched[0]}; per host: {per_host}")
+
+
+def app_retries(stack, since: str) -> dict:
+    """The app instances' retry log lines since `since` (journal, which outlives their restarts):
+    retries by reason, requests that retried (health checks included), the longest wait before
+    the last retry, requests that gave up."""
+    reasons: dict[str, int] = {}
+    requests: set[str] = set()
+    longest_ms, gave_up = 0, 0
+    for app in stack.apps:
+        out = e2e.sh("docker", "exec", app, "journalctl", "-u", "exposure-api", "--no-pager", "-o", "cat",
+                     "--since", since, check=False, timeout=120).stdout
+        for line in out.splitlines():
+            if "database" not in line or not line.startswith("{"):
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("msg") == "database read retried":
+                reasons[entry["reason"]] = reasons.get(entry["reason"], 0) + 1
+                requests.add(f"{app}/{entry.get('request_id')}")
+                longest_ms = max(longest_ms, entry.get("elapsed_ms", 0) + entry.get("retry_in_ms", 0))
+            elif entry.get("msg") == "database unavailable, giving up" and entry.get("request_id"):
+                gave_up += 1
+    return {"reasons": reasons, "requests": len(requests), "longest_ms": longest_ms, "gave_up": gave_up}
 
 
 def _seconds(start: str, end: str) -> int:
