@@ -176,3 +176,101 @@ def test_the_window_must_end_before_gunicorn_kills_the_worker(pg):
     with pytest.raises(ConfigError, match="EXPOSURE_DB_RETRY_WINDOW must be a number"):
         Settings.from_env(pg.env(EXPOSURE_DB_RETRY_WINDOW="soon"))
     assert Settings.from_env(pg.env(EXPOSURE_DB_RETRY_WINDOW="0")).db_retry_window == 0.0
+
+
+class RejectingProxy:
+    """A TCP proxy in front of PostgreSQL that behaves like the database endpoint's HAProxy
+    during a switchover: while rejecting, it closes new connections at once (`tcp-request
+    connection reject if { nbsrv(...) eq 0 }`) and has closed the established ones
+    (`on-marked-down shutdown-sessions`)."""
+
+    def __init__(self, upstream_port: int):
+        import socket
+        import threading
+        self.upstream = ("127.0.0.1", upstream_port)
+        self.rejecting = False
+        self.sessions: list = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self._stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+        import threading
+        while not self._stop:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.rejecting:
+                client.close()
+                continue
+            server = socket.create_connection(self.upstream)
+            self.sessions.append((client, server))
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def reject(self):
+        import socket
+        self.rejecting = True
+        for pair in self.sessions:
+            for s in pair:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        self.sessions.clear()
+
+    def close(self):
+        self._stop = True
+        self.reject()
+        self.listener.close()
+
+
+def test_a_read_rides_out_an_endpoint_without_primary(seeded, settings, pg):
+    """What the app saw through HAProxy on the local stack during patch.yml: pooled connections
+    closed, new ones closed at once. The read waits on new connections and succeeds once the
+    endpoint forwards again; if that takes longer than the window, it raises, bounded in time."""
+    import threading
+    proxy = RejectingProxy(pg.port)
+    via = dataclasses.replace(settings, db_host="127.0.0.1", db_port=proxy.port)
+    try:
+        pool = _pool(via, retry_window=6)
+        select = lambda cur: cur.execute("SELECT 1") or cur.fetchone()[0]  # noqa: E731
+        assert pool.run_readonly(select) == 1  # one pooled connection through the proxy
+        before = _retries("connection_lost")
+        proxy.reject()
+        threading.Timer(1.5, lambda: setattr(proxy, "rejecting", False)).start()
+        started = time.monotonic()
+        assert pool.run_readonly(select) == 1
+        took = time.monotonic() - started
+        assert 1.4 <= took < 5, took
+        # The dead pooled connection and the refused new ones, all recognised by libpq's text.
+        assert _retries("connection_lost") - before >= 3
+        # Longer than the window: raised after about the window (1 s), not hanging.
+        pool.retry_window = 1.0
+        proxy.reject()
+        started = time.monotonic()
+        with pytest.raises(psycopg2.OperationalError) as exc:
+            pool.run_readonly(select)
+        assert db.unavailable_reason(exc.value) == "connection_lost", str(exc.value)
+        assert 0.5 <= time.monotonic() - started < 3
+        assert pool.stats()["in_use"] == 0
+        pool.close()
+    finally:
+        proxy.close()
