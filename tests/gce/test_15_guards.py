@@ -11,7 +11,6 @@ CASES = {
     "smaller data disk": ({"db_data_disk_size_gb": 100}, "it cannot shrink"),
     "zones reordered": ({"gce_zones": ["europe-west1-c", "europe-west1-b", "europe-west1-d"]},
                         "Moving a database node to another zone is not automatic"),
-    "fewer database nodes": ({"db_node_count": 1}, "Removing a database node is a data decision"),
 }
 
 

@@ -54,8 +54,9 @@ RATE = float(os.environ.get("SCALE_RATE", "10"))
 KEEP = os.environ.get("SCALE_KEEP") == "1"
 REUSE = os.environ.get("SCALE_REUSE") == "1"
 PROBE_TABLE = "exposure.scale_probe"
-# Bound of each scaling step (the load, the writer and the playbook stop inside it).
-STEP_SECONDS = 2400
+# Bound of each scaling step (the load, the writer and the playbook stop inside it; the load
+# generator refuses more than 1800 s).
+STEP_SECONDS = 1800
 FIGURES: list[str] = []
 
 

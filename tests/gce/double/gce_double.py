@@ -380,8 +380,9 @@ class Cloud:
         return self.op(scope, "insert", item, apply)
 
     def delete(self, handler, scope, item):
+        # Deleting an instance detaches its disks (Instance.after_delete clears their users), as on GCE.
         users = [p for p, r in self.res.items() if p != item and '"%s"' % (WWW + item) in json.dumps(r)
-                 and not ("/addresses/" in p)]
+                 and not ("/addresses/" in p) and not ("/disks/" in p and "/instances/" in item)]
         if users:
             raise bad(f"The resource '{item}' is already being used by '{users[0]}'", "resourceInUseByAnotherResource")
 
