@@ -27,7 +27,7 @@ def containers():
 def expected_names():
     names = [f"{STACK}-db-{i}" for i in range(1, VARS["db_node_count"] + 1)]
     names += [f"{STACK}-app-{i}" for i in range(1, VARS["app_instance_count"] + 1)]
-    names += [f"{STACK}-{kind}-1" for kind in ("db-lb", "app-lb", "monitoring", "cache", "client-allowed", "client-other")]
+    names += [f"{STACK}-{kind}-1" for kind in ("db-lb", "app-lb", "monitoring", "backup", "cache", "client-allowed", "client-other")]
     return sorted(names)
 
 
@@ -48,10 +48,10 @@ def test_subnets_and_fixed_addresses():
     assert set(lb) == {f"{STACK}-db", f"{STACK}-app"}
 
 
-def test_data_disks_only_on_database_hosts():
+def test_data_disks_only_on_database_and_backup_hosts():
     for name in containers():
         mounts = {m["Destination"]: m for m in inspect("container", name)["Mounts"]}
-        if "-db-" in name and "-lb-" not in name:
+        if ("-db-" in name and "-lb-" not in name) or "-backup-" in name:
             assert mounts["/data"]["Type"] == "volume" and mounts["/data"]["Name"] == f"{name}-data"
         else:
             assert "/data" not in mounts
@@ -68,6 +68,7 @@ def test_inventory_groups_from_labels():
     # Prometheus scrapes every host but the test clients.
     assert sorted(inv["monitored"]["hosts"]) == [n for n in expected_names() if "-client-" not in n]
     assert inv["monitoring"]["hosts"] == [f"{STACK}-monitoring-1"] and inv["cache"]["hosts"] == [f"{STACK}-cache-1"]
+    assert inv["backup_repo"]["hosts"] == [f"{STACK}-backup-1"]
 
 
 def test_even_etcd_member_count_fails_before_anything_is_created():

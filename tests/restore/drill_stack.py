@@ -1,0 +1,43 @@
+"""The restore drill's stack (tests/restore): the smallest stack that has backups.
+
+One database host (a one-member Patroni cluster with its own etcd) and the backup repository
+host, no app tier: provision, common, database and backup playbooks only, on the real local
+inventory (tests/e2e/stack.py Stack) with the host kinds cut down in group_vars/all/95-drill.yml.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
+
+from stack import Stack  # noqa: E402
+
+NAME = os.environ.get("RESTORE_STACK", "backup")
+OCTET = int(os.environ.get("RESTORE_OCTET", "52"))
+PLAYBOOKS = ["playbooks/provision.yml", "playbooks/common.yml", "playbooks/database.yml", "playbooks/backup.yml"]
+
+DRILL_VARS = """---
+# tests/restore: only the database host(s) and the backup repository host.
+local_platform_hosts:
+  - name: db
+    count: "{{ db_node_count }}"
+    groups: [db, etcd, monitored]
+    networks: [db]
+    first_address: 11
+    data_volume: true
+  - name: backup
+    groups: [backup_repo, monitored]
+    networks: [db]
+    first_address: 9
+    data_volume: true
+"""
+
+
+def drill_stack(workdir: Path | None = None) -> Stack:
+    kwargs = {"workdir": workdir} if workdir else {}
+    s = Stack(NAME, OCTET, app_instances=0, db_nodes=1, **kwargs)
+    (s.inventory / "group_vars" / "all" / "95-drill.yml").write_text(DRILL_VARS)
+    return s
