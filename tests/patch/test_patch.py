@@ -21,7 +21,6 @@ site.yml run is then skipped).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -34,19 +33,10 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent
+sys.path.insert(0, str(TESTS / "e2e"))
+import scenario  # noqa: E402  (tests/e2e: the helpers the day-2 scenario tests share)
 
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-e2e = _load("vpcstack_e2e_stack", TESTS / "e2e" / "stack.py")
-failover = _load("vpcstack_failover_stack", TESTS / "failover" / "stack.py")
-appdata = _load("vpcstack_e2e_appdata", TESTS / "e2e" / "appdata.py")
+e2e, failover, appdata = scenario.e2e, scenario.failover, scenario.appdata
 
 NAME = os.environ.get("PATCH_STACK", "patch")
 OCTET = int(os.environ.get("PATCH_OCTET", "51"))
@@ -61,12 +51,8 @@ PROBE_TABLE = "exposure.patch_probe"
 # (patch.yml took 466-1006 s at load averages of 13-90, and more than 1740 s at 15-25 with three
 # other stacks being built beside it.)
 MAX_SECONDS = 3000
-FIGURES: list[str] = []
-
-
-def report(line: str) -> None:
-    FIGURES.append(line)
-    print(f"\n  {line}", flush=True)
+FIGURES = scenario.Figures()
+report = FIGURES.report
 
 
 def dpkg_version(container: str, package: str) -> str:
@@ -75,24 +61,10 @@ def dpkg_version(container: str, package: str) -> str:
 
 @pytest.fixture(scope="module")
 def stack():
-    if NAME == "vpcstack":
-        pytest.fail("PATCH_STACK=vpcstack would tear down the `make up` stack; pick another name")
-    lock = e2e.StackLock(NAME).__enter__()
-    s = e2e.Stack(NAME, OCTET)
-    # The local inventory pins the previous minor release (held); patch.yml moves the pin.
-    try:
-        if s.exists() and not REUSE:
-            s.teardown()
-        if not REUSE:
-            run = s.playbook("site.yml", tag="site", timeout=3600)
-            assert run.rc == 0 and not run.failed_hosts, f"site.yml failed, see {run.log}"
-            report(f"site.yml from nothing (PostgreSQL {PIN_FROM} pinned): {run.seconds:.0f} s ({len(run.recap)} hosts)")
+    with scenario.site_stack(e2e.Stack(NAME, OCTET), FIGURES, title="patch.yml",
+                             site_note=f"PostgreSQL {PIN_FROM} pinned",
+                             reuse=REUSE, keep=KEEP, env_prefix="PATCH") as s:
         yield s
-    finally:
-        lock.__exit__()
-        print("\n=== patch.yml figures\n  " + "\n  ".join(FIGURES) + f"\n  (ansible logs: {s.logs})", flush=True)
-        if not KEEP:
-            s.teardown()
 
 
 def db_hosts(stack) -> list[str]:

@@ -26,7 +26,6 @@ import pytest
 
 from drill_stack import NAME, PLAYBOOKS, drill_stack
 
-import stack as e2e  # tests/e2e/stack.py (on sys.path through drill_stack)
 from stack import StackLock, sh
 
 KEEP = os.environ.get("RESTORE_KEEP") == "1"

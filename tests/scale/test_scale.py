@@ -22,7 +22,6 @@ the scale-out step, which then runs only the scale-in step; the first site.yml i
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import json
 import os
@@ -36,18 +35,10 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent
+sys.path.insert(0, str(TESTS / "e2e"))
+import scenario  # noqa: E402  (tests/e2e: the helpers the day-2 scenario tests share)
 
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-e2e = _load("vpcstack_e2e_stack", TESTS / "e2e" / "stack.py")
-failover = _load("vpcstack_failover_stack", TESTS / "failover" / "stack.py")
+e2e, failover = scenario.e2e, scenario.failover
 
 NAME = os.environ.get("SCALE_STACK", "scaling")
 OCTET = int(os.environ.get("SCALE_OCTET", "54"))
@@ -63,12 +54,8 @@ PROBE_TABLE = "exposure.scale_probe"
 # Bound of each scaling step (the load, the writer and the playbook stop inside it; the load
 # generator refuses more than 1800 s).
 STEP_SECONDS = 1800
-FIGURES: list[str] = []
-
-
-def report(line: str) -> None:
-    FIGURES.append(line)
-    print(f"\n  {line}", flush=True)
+FIGURES = scenario.Figures()
+report = FIGURES.report
 
 
 def set_counts(stack, app: int, db: int) -> None:
@@ -169,23 +156,10 @@ def check_topology(stack, db) -> str:
 
 @pytest.fixture(scope="module")
 def stack():
-    if NAME == "vpcstack":
-        pytest.fail("SCALE_STACK=vpcstack would tear down the `make up` stack; pick another name")
-    lock = e2e.StackLock(NAME).__enter__()
     s = e2e.Stack(NAME, OCTET, app_instances=START[0], db_nodes=START[1])
-    try:
-        if s.exists() and not REUSE:
-            s.teardown()
-        if not REUSE:
-            run = s.playbook("site.yml", tag="site", timeout=3600)
-            assert run.rc == 0 and not run.failed_hosts, f"site.yml failed, see {run.log}"
-            report(f"site.yml from nothing (3 app instances, 3 database nodes): {run.seconds:.0f} s")
+    with scenario.site_stack(s, FIGURES, title="scaling", site_note="3 app instances, 3 database nodes",
+                             reuse=REUSE, keep=KEEP, env_prefix="SCALE") as s:
         yield s
-    finally:
-        lock.__exit__()
-        print("\n=== scaling figures\n  " + "\n  ".join(FIGURES) + f"\n  (ansible logs: {s.logs})", flush=True)
-        if not KEEP:
-            s.teardown()
 
 
 @pytest.mark.parametrize("bad", ["db_node_count=4", "db_node_count=0", "db_node_count=three", "app_instance_count=2.5"])

@@ -22,7 +22,6 @@ running stack built by this test and not upgraded yet; the site.yml run is then 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 import time
@@ -33,21 +32,10 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent
+sys.path.insert(0, str(TESTS / "e2e"))
+import scenario  # noqa: E402  (tests/e2e: the helpers the day-2 scenario tests share)
 
-
-def _load(name: str, path: Path):
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-e2e = _load("vpcstack_e2e_stack", TESTS / "e2e" / "stack.py")
-appdata = _load("vpcstack_e2e_appdata", TESTS / "e2e" / "appdata.py")
-failover = _load("vpcstack_failover_stack", TESTS / "failover" / "stack.py")
+e2e, failover, appdata = scenario.e2e, scenario.failover, scenario.appdata
 
 NAME = os.environ.get("UPGRADE_STACK", "upgrade")
 OCTET = int(os.environ.get("UPGRADE_OCTET", "53"))
@@ -58,13 +46,9 @@ PIN_FROM = "15.18-0+deb12u1"
 TARGET = 17
 PROBE_TABLE = "exposure.upgrade_probe"
 MAX_SECONDS = 1500
-FIGURES: list[str] = []
+FIGURES = scenario.Figures()
+report = FIGURES.report
 STATE: dict = {}   # the app data checksum taken before the upgrade, for the rollback drill
-
-
-def report(line: str) -> None:
-    FIGURES.append(line)
-    print(f"\n  {line}", flush=True)
 
 
 def prepare_inventory(stack) -> None:
@@ -88,23 +72,10 @@ def make_stack():
 
 @pytest.fixture(scope="module")
 def stack():
-    if NAME == "vpcstack":
-        pytest.fail("UPGRADE_STACK=vpcstack would tear down the `make up` stack; pick another name")
-    lock = e2e.StackLock(NAME).__enter__()
-    s = make_stack()
-    try:
-        if s.exists() and not REUSE:
-            s.teardown()
-        if not REUSE:
-            run = s.playbook("site.yml", tag="site", timeout=3600)
-            assert run.rc == 0 and not run.failed_hosts, f"site.yml failed, see {run.log}"
-            report(f"site.yml from nothing (PostgreSQL {PIN_FROM} pinned): {run.seconds:.0f} s ({len(run.recap)} hosts)")
+    with scenario.site_stack(make_stack(), FIGURES, title="db_upgrade.yml",
+                             site_note=f"PostgreSQL {PIN_FROM} pinned",
+                             reuse=REUSE, keep=KEEP, env_prefix="UPGRADE") as s:
         yield s
-    finally:
-        lock.__exit__()
-        print("\n=== db_upgrade.yml figures\n  " + "\n  ".join(FIGURES) + f"\n  (ansible logs: {s.logs})", flush=True)
-        if not KEEP:
-            s.teardown()
 
 
 def db_hosts(stack) -> list[str]:

@@ -1,0 +1,62 @@
+"""What the day-2 scenario tests share (tests/patch, tests/upgrade, tests/scale): the helper
+modules loaded once under fixed names, the figures a run prints at its end, and the stack a test
+module builds with site.yml and tears down afterwards (unless kept)."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+TESTS = Path(__file__).resolve().parents[1]
+
+
+def load(name: str, path: Path):
+    """Import a helper module by path once (the test directories are not packages)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+e2e = load("vpcstack_e2e_stack", TESTS / "e2e" / "stack.py")
+appdata = load("vpcstack_e2e_appdata", TESTS / "e2e" / "appdata.py")
+failover = load("vpcstack_failover_stack", TESTS / "failover" / "stack.py")
+
+
+class Figures(list):
+    """The figures of a run, printed as they come and again together at the end."""
+
+    def report(self, line: str) -> None:
+        self.append(line)
+        print(f"\n  {line}", flush=True)
+
+
+@contextlib.contextmanager
+def site_stack(stack, figures: Figures, *, title: str, site_note: str, reuse: bool,
+               keep: bool, env_prefix: str) -> Iterator:
+    """Hold the stack's lock, build it from nothing with site.yml (unless `reuse`), and at the
+    end print the figures and tear it down (unless `keep`)."""
+    if stack.name == "vpcstack":
+        pytest.fail(f"{env_prefix}_STACK=vpcstack would tear down the `make up` stack; pick another name")
+    lock = e2e.StackLock(stack.name).__enter__()
+    try:
+        if stack.exists() and not reuse:
+            stack.teardown()
+        if not reuse:
+            run = stack.playbook("site.yml", tag="site", timeout=3600)
+            assert run.rc == 0 and not run.failed_hosts, f"site.yml failed, see {run.log}"
+            figures.report(f"site.yml from nothing ({site_note}): {run.seconds:.0f} s ({len(run.recap)} hosts)")
+        yield stack
+    finally:
+        lock.__exit__()
+        print(f"\n=== {title} figures\n  " + "\n  ".join(figures) + f"\n  (ansible logs: {stack.logs})", flush=True)
+        if not keep:
+            stack.teardown()
