@@ -13,10 +13,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 
-from stack import Stack  # noqa: E402
+from stack import Stack, default_stack  # noqa: E402
 
-NAME = os.environ.get("RESTORE_STACK", "backup")
-OCTET = int(os.environ.get("RESTORE_OCTET", "52"))
+# A stack of this checkout (`restore-<4 hex>` on 10.<100-199>.x), like the e2e test's, so a CI
+# workspace and a working copy on one machine never share it.
+_DEFAULT_NAME, _DEFAULT_OCTET = default_stack("restore")
+NAME = os.environ.get("RESTORE_STACK", _DEFAULT_NAME)
+OCTET = int(os.environ.get("RESTORE_OCTET", str(_DEFAULT_OCTET)))
 PLAYBOOKS = ["playbooks/provision.yml", "playbooks/common.yml", "playbooks/database.yml", "playbooks/backup.yml"]
 
 DRILL_VARS = """---
