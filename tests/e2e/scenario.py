@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import sys
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -37,6 +38,41 @@ class Figures(list):
     def report(self, line: str) -> None:
         self.append(line)
         print(f"\n  {line}", flush=True)
+
+
+def _hms(t: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(t))
+
+
+def report_load_and_writes(report, prefix: str, result: dict, acks) -> tuple[list, list]:
+    """Print what the app load (through the LB) and the writer probe (through the database
+    endpoint) saw during a step; return (windows, failures inside them).
+
+    A write-unavailability window is a gap over 1 s between acknowledged writes. Failed app
+    requests inside one (-2 s/+5 s) are attributed to the endpoint having no primary then: the
+    app's /readyz fails without the database, so its load balancer has no instance."""
+    report(f"{prefix}app requests through the LB: " + e2e.fmt_load(result))
+    if result["failed"]:
+        report(f"{prefix}failed requests: {result['errors']}; at "
+               + ", ".join(_hms(t) for t in result["failure_times"][:50]))
+    times = [a[1] for a in acks.acks]
+    gaps = sorted(((b - a, a) for a, b in zip(times, times[1:])), reverse=True)
+    longest = gaps[0][0] if gaps else float("nan")
+    report(f"{prefix}database writes through the endpoint (one INSERT per 0.1 s): {len(times)} acknowledged, "
+           f"{len(acks.errors)} failed attempts; write unavailability (longest gap between acknowledged "
+           f"writes): {longest:.2f} s; gaps over 1 s: "
+           + (", ".join(f"{g:.2f} s at {_hms(t)}" for g, t in gaps if g > 1.0) or "none"))
+    if acks.errors:
+        kinds: dict[str, int] = {}
+        for _, msg in acks.errors:
+            kinds[msg[:80]] = kinds.get(msg[:80], 0) + 1
+        report(f"{prefix}failed write attempts by error: {kinds}")
+    windows = [(t, t + g) for g, t in gaps if g > 1.0]
+    in_windows = [t for t in result["failure_times"] if any(a - 2 <= t <= b + 5 for a, b in windows)]
+    if result["failed"]:
+        report(f"{prefix}failed app requests inside a write-unavailability window (-2 s/+5 s): "
+               f"{len(in_windows)} of {result['failed']}")
+    return windows, in_windows
 
 
 @contextlib.contextmanager

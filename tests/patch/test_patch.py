@@ -112,32 +112,12 @@ def test_patch_under_load(stack):
     # --- figures --------------------------------------------------------------------------------
     report(f"patch.yml under load: {run.seconds:.0f} s, rc {run.rc}" if run else
            f"patch.yml under load: killed after {time.monotonic() - started:.0f} s (the test's bound)")
-    report("app requests through the LB during patch.yml: " + e2e.fmt_load(result))
-    if result["failed"]:
-        report(f"failed requests: {result['errors']}; at "
-               + ", ".join(time.strftime('%H:%M:%S', time.gmtime(t)) for t in result["failure_times"][:50]))
-    times = [a[1] for a in acks.acks]
-    gaps = sorted(((b - a, a) for a, b in zip(times, times[1:])), reverse=True)
-    longest = gaps[0][0] if gaps else float("nan")
-    report(f"database writes through the endpoint (one INSERT per 0.1 s): {len(times)} acknowledged, "
-           f"{len(acks.errors)} failed attempts; write unavailability (longest gap between acknowledged "
-           f"writes): {longest:.2f} s; gaps over 1 s: "
-           + (", ".join(f"{g:.2f} s at {time.strftime('%H:%M:%S', time.gmtime(t))}" for g, t in gaps if g > 1.0) or "none"))
-    windows = [(t, t + g) for g, t in gaps if g > 1.0]
-    in_windows = [t for t in result["failure_times"] if any(a - 2 <= t <= b + 5 for a, b in windows)]
-    if result["failed"]:
-        report(f"failed app requests inside a write-unavailability window (-2 s/+5 s): {len(in_windows)} of "
-               f"{result['failed']}")
+    windows, in_windows = scenario.report_load_and_writes(report, "during patch.yml: ", result, acks)
     retried = app_retries(stack, since)
     report(f"app reads retried on a new connection (the instances' journals): "
            f"{sum(retried['reasons'].values())} retries of {retried['requests']} requests (health checks "
            f"included), by reason {retried['reasons'] or '{}'}; longest wait before the last retry "
            f"{retried['longest_ms'] / 1000:.2f} s; requests that gave up: {retried['gave_up']}")
-    if acks.errors:
-        kinds: dict[str, int] = {}
-        for _, msg in acks.errors:
-            kinds[msg[:80]] = kinds.get(msg[:80], 0) + 1
-        report(f"failed write attempts by error: {kinds}")
 
     assert run is not None, f"patch.yml did not finish within {MAX_SECONDS - 60} s"
     assert run.rc == 0 and not run.failed_hosts, f"patch.yml failed, see {run.log}"

@@ -196,28 +196,7 @@ def scale_step(stack, db, app: int, dbn: int, tag: str, start_id: int) -> None:
         db.stop_writer(writer)
         acks.thread.join(timeout=30)
     report(f"{tag}: app {before[0]} -> {app}, db {before[1]} -> {dbn}: site.yml {run.seconds:.0f} s, rc {run.rc}")
-    report(f"{tag}: app requests through the LB: " + e2e.fmt_load(result))
-    if result["failed"]:
-        report(f"{tag}: failed requests: {result['errors']}; at "
-               + ", ".join(time.strftime('%H:%M:%S', time.gmtime(t)) for t in result["failure_times"][:50]))
-    times = [a[1] for a in acks.acks]
-    gaps = sorted(((b - a, a) for a, b in zip(times, times[1:])), reverse=True)
-    longest = gaps[0][0] if gaps else float("nan")
-    report(f"{tag}: database writes through the endpoint (one INSERT per 0.1 s): {len(times)} acknowledged, "
-           f"{len(acks.errors)} failed attempts; longest gap between acknowledged writes {longest:.2f} s; gaps over 1 s: "
-           + (", ".join(f"{g:.2f} s at {time.strftime('%H:%M:%S', time.gmtime(t))}" for g, t in gaps if g > 1.0) or "none"))
-    if acks.errors:
-        kinds: dict[str, int] = {}
-        for _, msg in acks.errors:
-            kinds[msg[:80]] = kinds.get(msg[:80], 0) + 1
-        report(f"{tag}: failed write attempts by error: {kinds}")
-    # Failed app requests are attributed to the database endpoint having no primary when they fall
-    # inside a write-unavailability window (a gap over 1 s between acknowledged writes, -2/+5 s):
-    # the app's /readyz fails without the database, so its load balancer has no instance then.
-    windows = [(t0, t0 + g) for g, t0 in gaps if g > 1.0]
-    in_windows = [t0 for t0 in result["failure_times"] if any(a - 2 <= t0 <= b + 5 for a, b in windows)]
-    if result["failed"]:
-        report(f"{tag}: failed app requests inside a write-unavailability window: {len(in_windows)} of {result['failed']}")
+    _, in_windows = scenario.report_load_and_writes(report, f"{tag}: ", result, acks)
     assert run.rc == 0 and not run.failed_hosts, f"site.yml failed, see {run.log}"
     acked = {a[0] for a in acks.acks}
     stored = set(int(x) for x in db.sql(f"SELECT id FROM {PROBE_TABLE}").stdout.split())

@@ -144,18 +144,7 @@ def test_upgrade_under_load(stack):
     printed = [line.strip().strip('"') for line in text.splitlines() if "WRITE DOWNTIME" in line]
     report(f"db_upgrade.yml 15 -> {TARGET} under load: {run.seconds:.0f} s wall time, rc {run.rc}")
     report("playbook's own figure: " + (printed[0] if printed else "none printed"))
-    report("app requests through the LB during the upgrade: " + e2e.fmt_load(result))
-    times = [a[1] for a in acks.acks]
-    gaps = sorted(((b - a, a) for a, b in zip(times, times[1:])), reverse=True)
-    longest = gaps[0][0] if gaps else float("nan")
-    report(f"database writes through the endpoint (one INSERT per 0.1 s): {len(times)} acknowledged, "
-           f"{len(acks.errors)} failed attempts; write downtime (longest gap between acknowledged writes): "
-           f"{longest:.2f} s; gaps over 1 s: "
-           + (", ".join(f"{g:.2f} s at {time.strftime('%H:%M:%S', time.gmtime(t))}" for g, t in gaps if g > 1.0) or "none"))
-    windows = [(t, t + g) for g, t in gaps if g > 1.0]
-    in_windows = [t for t in result["failure_times"] if any(a - 2 <= t <= b + 5 for a, b in windows)]
-    report(f"failed app requests: {result['failed']} of {result['sent'] if 'sent' in result else '?'}; inside a write-downtime "
-           f"window (-2 s/+5 s): {len(in_windows)}; errors: {result['errors']}")
+    _, in_windows = scenario.report_load_and_writes(report, "during the upgrade: ", result, acks)
 
     assert run.rc == 0 and not run.failed_hosts, f"db_upgrade.yml failed, see {run.log}"
 
