@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 import sys
 import time
 from pathlib import Path
@@ -38,6 +39,16 @@ class Figures(list):
     def report(self, line: str) -> None:
         self.append(line)
         print(f"\n  {line}", flush=True)
+
+
+def knobs(prefix: str, name: str, octet: int) -> tuple[str, int, float, bool, bool, bool]:
+    """A scenario's environment knobs: <prefix>_STACK (stack name), _OCTET (its 10.<octet>.x
+    networks), _RATE (app requests/s, default 10), _KEEP=1 (leave the stack up), _REUSE=1 (use a
+    running stack, skip site.yml), _STRICT=1 (zero failed requests whatever the cause)."""
+    env = os.environ.get
+    return (env(f"{prefix}_STACK", name), int(env(f"{prefix}_OCTET", str(octet))),
+            float(env(f"{prefix}_RATE", "10")), env(f"{prefix}_KEEP") == "1",
+            env(f"{prefix}_REUSE") == "1", env(f"{prefix}_STRICT") == "1")
 
 
 def _hms(t: float) -> str:

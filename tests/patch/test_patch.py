@@ -22,7 +22,6 @@ site.yml run is then skipped).
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -38,12 +37,7 @@ import scenario  # noqa: E402  (tests/e2e: the helpers the day-2 scenario tests 
 
 e2e, failover, appdata = scenario.e2e, scenario.failover, scenario.appdata
 
-NAME = os.environ.get("PATCH_STACK", "patch")
-OCTET = int(os.environ.get("PATCH_OCTET", "51"))
-RATE = float(os.environ.get("PATCH_RATE", "10"))
-KEEP = os.environ.get("PATCH_KEEP") == "1"
-STRICT = os.environ.get("PATCH_STRICT") == "1"
-REUSE = os.environ.get("PATCH_REUSE") == "1"
+NAME, OCTET, RATE, KEEP, REUSE, STRICT = scenario.knobs("PATCH", "patch", 51)
 PIN_FROM = "15.18-0+deb12u1"
 PIN_TO = "15.20-0+deb12u1"
 PROBE_TABLE = "exposure.patch_probe"

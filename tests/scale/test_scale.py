@@ -40,13 +40,8 @@ import scenario  # noqa: E402  (tests/e2e: the helpers the day-2 scenario tests 
 
 e2e, failover = scenario.e2e, scenario.failover
 
-NAME = os.environ.get("SCALE_STACK", "scaling")
-OCTET = int(os.environ.get("SCALE_OCTET", "54"))
-RATE = float(os.environ.get("SCALE_RATE", "10"))
-KEEP = os.environ.get("SCALE_KEEP") == "1"
-REUSE = os.environ.get("SCALE_REUSE") == "1"
 # SCALE_STRICT=1: zero failed app requests and zero failed write attempts, whatever the cause.
-STRICT = os.environ.get("SCALE_STRICT") == "1"
+NAME, OCTET, RATE, KEEP, REUSE, STRICT = scenario.knobs("SCALE", "scaling", 54)
 # The counts of a reused stack ("app,db"); steps already behind them are skipped.
 START = tuple(int(x) for x in os.environ.get("SCALE_START", "3,3").split(","))
 STEPS = [(4, 5, "scale-out"), (2, 3, "scale-in")]

@@ -22,7 +22,6 @@ running stack built by this test and not upgraded yet; the site.yml run is then 
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -37,11 +36,7 @@ import scenario  # noqa: E402  (tests/e2e: the helpers the day-2 scenario tests 
 
 e2e, failover, appdata = scenario.e2e, scenario.failover, scenario.appdata
 
-NAME = os.environ.get("UPGRADE_STACK", "upgrade")
-OCTET = int(os.environ.get("UPGRADE_OCTET", "53"))
-RATE = float(os.environ.get("UPGRADE_RATE", "10"))
-KEEP = os.environ.get("UPGRADE_KEEP") == "1"
-REUSE = os.environ.get("UPGRADE_REUSE") == "1"
+NAME, OCTET, RATE, KEEP, REUSE, _ = scenario.knobs("UPGRADE", "upgrade", 53)
 PIN_FROM = "15.18-0+deb12u1"
 TARGET = 17
 PROBE_TABLE = "exposure.upgrade_probe"
