@@ -2,8 +2,10 @@
 # test-patch: site.yml with PostgreSQL 15.18 pinned on its own stack (patch, 10.51.x), then
 # patch.yml with the image's real pending security updates and the pin moved to 15.20, under
 # constant load through the app LB and a writer probe through the database endpoint; zero failed
-# requests required; prints the failed requests and the write unavailability; tears down.
-# PATCH_KEEP=1 leaves the stack up; PATCH_REUSE=1 runs on a running, unpatched one.
+# requests required (PATCH_STRICT=0: outside the switchover window only); one replica and one app
+# instance flagged as needing a reboot (exactly they reboot); prints the failed requests and the
+# write unavailability; tears down. PATCH_KEEP=1 leaves the stack up; PATCH_REUSE=1 runs on a
+# running, unpatched one.
 .PHONY: test-patch
 
 test-patch: setup

@@ -54,8 +54,8 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=10.0, help="per request, seconds")
     ap.add_argument("--workers", type=int, default=64)
     args = ap.parse_args()
-    if not (0 < args.rate <= 500 and 0 < args.max_seconds <= 1800 and 0 < args.max_requests <= 200000):
-        print("refusing: rate <= 500/s, max-seconds <= 1800, max-requests <= 200000", file=sys.stderr)
+    if not (0 < args.rate <= 500 and 0 < args.max_seconds <= 3600 and 0 < args.max_requests <= 200000):
+        print("refusing: rate <= 500/s, max-seconds <= 3600, max-requests <= 200000", file=sys.stderr)
         return 2
     u = urllib.parse.urlsplit(args.url)
     host, port = u.hostname, u.port or 80

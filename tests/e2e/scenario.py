@@ -41,14 +41,16 @@ class Figures(list):
         print(f"\n  {line}", flush=True)
 
 
-def knobs(prefix: str, name: str, octet: int) -> tuple[str, int, float, bool, bool, bool]:
+def knobs(prefix: str, name: str, octet: int,
+          strict: bool = False) -> tuple[str, int, float, bool, bool, bool]:
     """A scenario's environment knobs: <prefix>_STACK (stack name), _OCTET (its 10.<octet>.x
     networks), _RATE (app requests/s, default 10), _KEEP=1 (leave the stack up), _REUSE=1 (use a
-    running stack, skip site.yml), _STRICT=1 (zero failed requests whatever the cause)."""
+    running stack, skip site.yml), _STRICT=1/0 (zero failed requests whatever the cause; default
+    `strict`)."""
     env = os.environ.get
     return (env(f"{prefix}_STACK", name), int(env(f"{prefix}_OCTET", str(octet))),
             float(env(f"{prefix}_RATE", "10")), env(f"{prefix}_KEEP") == "1",
-            env(f"{prefix}_REUSE") == "1", env(f"{prefix}_STRICT") == "1")
+            env(f"{prefix}_REUSE") == "1", env(f"{prefix}_STRICT", "1" if strict else "0") == "1")
 
 
 def _hms(t: float) -> str:

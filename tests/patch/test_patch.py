@@ -2,19 +2,20 @@
 then patch.yml with the base image's real pending Debian security updates and the pin moved to
 15.20 (a minor upgrade through the same rolling flow), under constant load through the app load
 balancer and a bounded writer probe through the database endpoint. Asserts zero failed app
-requests outside a write-unavailability window (the primary's switchover) and a bound inside it
-(PATCH_STRICT=1: zero overall; the app retries reads on new connections for 8 s while no member
-accepts them, docs/app.md), every database host on 15.20 (held, the running postmaster on the new
-binary), the app data's checksum unchanged, every acknowledged probe write present, no security
-update left pending, and a complete evidence file; prints the failed requests, latency, the
-app's read retries (from the instances' journals) and the measured database write
+requests (the app retries reads on new connections for 8 s while no member accepts them,
+docs/app.md; PATCH_STRICT=0 relaxes this to none outside the primary's switchover window and a
+bound inside it), every database host on 15.20 (held, the running postmaster on the new binary),
+the app data's checksum unchanged, every acknowledged probe write present, no security update
+left pending, a complete evidence file, and the reboot branch (the test flags one replica and one
+app instance as needing a reboot: exactly those two reboot); prints the failed requests, latency,
+the app's read retries (from the instances' journals) and the measured database write
 unavailability (also when patch.yml overruns the test's bound), then tears the stack down.
 
 Reuses tests/e2e (stack, load generator, per-stack lock) and tests/failover (writer probe).
 
 Knobs (environment): PATCH_STACK / PATCH_OCTET (default `patch` on 10.51.{1,2,3}.0/24),
-PATCH_RATE (requests/s, default 10), PATCH_STRICT=1 (zero failed requests also across the
-primary's switchover; not the default until a whole run has shown it), PATCH_KEEP=1 (leave the
+PATCH_RATE (requests/s, default 10), PATCH_STRICT=0 (allow failed requests inside the primary's
+switchover window, bounded; the default is zero failed requests overall), PATCH_KEEP=1 (leave the
 stack up), PATCH_REUSE=1 (use a running stack built with 15.18 pinned and not patched yet; the
 site.yml run is then skipped).
 """
@@ -37,7 +38,9 @@ import scenario  # noqa: E402  (tests/e2e: the helpers the day-2 scenario tests 
 
 e2e, failover, appdata = scenario.e2e, scenario.failover, scenario.appdata
 
-NAME, OCTET, RATE, KEEP, REUSE, STRICT = scenario.knobs("PATCH", "patch", 51)
+# Strict by default since the complete run of 2026-12-06 (0 of 8164 failed); PATCH_STRICT=0 relaxes
+# it to zero failures outside the switchover window and a bound inside it.
+NAME, OCTET, RATE, KEEP, REUSE, STRICT = scenario.knobs("PATCH", "patch", 51, strict=True)
 PIN_FROM = "15.18-0+deb12u1"
 PIN_TO = "15.20-0+deb12u1"
 PROBE_TABLE = "exposure.patch_probe"
@@ -84,6 +87,17 @@ def test_patch_under_load(stack):
     before = appdata.data_checksum(stack)
     assert before["rows"] > 0, "the app's data table is empty (seed data expected)"
 
+    # The reboot branch. A package that needs a reboot (a kernel, libc) leaves /run/reboot-required
+    # behind; the base image's update set has none, so the test places the flag, as such a
+    # package's postinst would, on one replica and one app instance: patch.yml must reboot exactly
+    # those two (their stand-ins restart: Docker's restart count goes up) and nothing else.
+    leader = db.leader()
+    assert leader, "no running Patroni leader before the patch run"
+    reboot_hosts = sorted([next(h for h in db_hosts(stack) if h != leader), stack.apps[0]])
+    restarts_before = {h: restart_count(h) for h in patched_hosts(stack)}
+    for host in reboot_hosts:
+        e2e.sh("docker", "exec", host, "touch", "/run/reboot-required")
+
     run_id = time.strftime("test-%Y%m%dT%H%M%SZ", time.gmtime())
     evidence = Path.home() / ".local/share/vpcstack/evidence" / f"patch-{run_id}.jsonl"
     since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
@@ -118,7 +132,7 @@ def test_patch_under_load(stack):
     # Zero failed requests everywhere but around a write-unavailability window (the primary's
     # switchover). The app now retries reads on new connections for EXPOSURE_DB_RETRY_WINDOW (8 s)
     # while no member accepts them (docs/app.md), which should make the window invisible too;
-    # PATCH_STRICT=1 requires zero overall. It becomes the default once a whole run has shown it.
+    # Strict (the default) requires zero overall.
     outside = result["failed"] - len(in_windows)
     assert outside == 0, f"{outside} failed app requests outside the switchover window: {result['errors']}"
     if STRICT:
@@ -183,6 +197,12 @@ def test_patch_under_load(stack):
                f"on {', '.join(held_hosts)}")
     runs = [r for r in records if r.get("record") == "run"]
     assert len(runs) == 1 and runs[0]["result"] == "ok" and sorted(runs[0]["hosts"]) == sorted(hosts), runs
+    rebooted = sorted(h for h, r in hosts.items() if str(r.get("rebooted")).lower() == "true")
+    restarted = sorted(h for h, n in restarts_before.items() if restart_count(h) != n)
+    assert rebooted == reboot_hosts, f"rebooted per the evidence: {rebooted}, flagged: {reboot_hosts}"
+    assert restarted == reboot_hosts, f"stand-ins restarted: {restarted}, flagged: {reboot_hosts}"
+    report(f"rebooted (flag placed by the test): {', '.join(h.removeprefix(NAME + '-') for h in rebooted)}; "
+           "no other stand-in restarted")
     switched = [f"{h} -> {r['switched_over_to']}" for h, r in hosts.items() if r.get("switched_over_to")]
     assert len(switched) == 1, f"expected one switchover: {switched}"
     per_host = ", ".join(
@@ -190,6 +210,10 @@ def test_patch_under_load(stack):
         f"{_seconds(r['started_at'], r['finished_at'])} s" for h, r in sorted(hosts.items()))
     report(f"evidence {evidence}: {len(hosts)} host records + run record (operator {runs[0]['operator']}); "
            f"switchover {switched[0]}; per host: {per_host}")
+
+
+def restart_count(container: str) -> int:
+    return int(e2e.sh("docker", "inspect", "-f", "{{.RestartCount}}", container).stdout.strip())
 
 
 def app_retries(stack, since: str) -> dict:

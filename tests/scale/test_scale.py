@@ -47,7 +47,7 @@ START = tuple(int(x) for x in os.environ.get("SCALE_START", "3,3").split(","))
 STEPS = [(4, 5, "scale-out"), (2, 3, "scale-in")]
 PROBE_TABLE = "exposure.scale_probe"
 # Bound of each scaling step (the load, the writer and the playbook stop inside it; the load
-# generator refuses more than 1800 s).
+# generator refuses more than 3600 s).
 STEP_SECONDS = 1800
 FIGURES = scenario.Figures()
 report = FIGURES.report
