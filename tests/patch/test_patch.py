@@ -87,6 +87,11 @@ def test_patch_under_load(stack):
     before = appdata.data_checksum(stack)
     assert before["rows"] > 0, "the app's data table is empty (seed data expected)"
 
+    # Pre-checks stop the run before anything is touched: a transaction held open on the primary
+    # for longer than the bound (set to 5 s for this run) must fail patch.yml in its pre-checks,
+    # with only `precheck` records in its evidence and no package changed on any host.
+    precheck_refused(stack, db)
+
     # The reboot branch. A package that needs a reboot (a kernel, libc) leaves /run/reboot-required
     # behind; the base image's update set has none, so the test places the flag, as such a
     # package's postinst would, on one replica and one app instance: patch.yml must reboot exactly
@@ -210,6 +215,45 @@ def test_patch_under_load(stack):
         f"{_seconds(r['started_at'], r['finished_at'])} s" for h, r in sorted(hosts.items()))
     report(f"evidence {evidence}: {len(hosts)} host records + run record (operator {runs[0]['operator']}); "
            f"switchover {switched[0]}; per host: {per_host}")
+
+
+def installed(host: str) -> str:
+    return e2e.sh("docker", "exec", host, "dpkg-query", "-W", "-f=${Package} ${Version}\\n").stdout
+
+
+def precheck_refused(stack, db) -> None:
+    leader = db.leader()
+    assert leader, "no running Patroni leader before the patch run"
+    versions = {h: installed(h) for h in patched_hosts(stack)}
+    holder = subprocess.Popen(
+        ["docker", "exec", "-u", "postgres", "-e", "PGAPPNAME=precheck-holder", leader, "psql", "-qAtX",
+         "-h", "/var/run/postgresql", "-d", "postgres", "-c", "BEGIN", "-c", "SELECT txid_current()",
+         "-c", "SELECT pg_sleep(300)", "-c", "COMMIT"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(8)
+        assert holder.poll() is None, "the transaction holder exited early"
+        run_id = time.strftime("test-precheck-%Y%m%dT%H%M%SZ", time.gmtime())
+        run = stack.playbook("patch.yml", "-e", f"postgresql_package_version={PIN_TO}",
+                             "-e", "patroni_maintenance_max_transaction_seconds=5",
+                             "-e", f"patch_run_id={run_id}", tag="patch-precheck", timeout=900)
+    finally:
+        e2e.sh("docker", "exec", "-u", "postgres", leader, "psql", "-qAtX", "-h", "/var/run/postgresql",
+               "-d", "postgres", "-c",
+               "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'precheck-holder'",
+               check=False)
+        holder.wait(timeout=60)
+    assert run.rc != 0, f"patch.yml ran although a transaction was open longer than the bound, see {run.log}"
+    evidence = Path.home() / ".local/share/vpcstack/evidence" / f"patch-{run_id}.jsonl"
+    records = [json.loads(line) for line in evidence.read_text().splitlines() if line.strip()]
+    assert records and all(r.get("record") == "precheck" for r in records), records
+    refused = [r for r in records if "transaction" in r["result"]]
+    assert [r["host"] for r in refused] == [leader], records
+    changed = sorted(h for h, v in versions.items() if installed(h) != v)
+    assert not changed, f"packages changed on {changed} although the pre-check failed"
+    report(f"pre-check: patch.yml with a transaction open on {leader.removeprefix(NAME + '-')} longer than "
+           f"the bound (5 s) stopped in {run.seconds:.0f} s, rc {run.rc}; evidence: {len(records)} precheck "
+           f"record(s) ('{refused[0]['result'][:90]}...'); no package changed on any of {len(versions)} hosts")
 
 
 def restart_count(container: str) -> int:
