@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import sys
 import time
@@ -86,6 +87,41 @@ def report_load_and_writes(report, prefix: str, result: dict, acks) -> tuple[lis
         report(f"{prefix}failed app requests inside a write-unavailability window (-2 s/+5 s): "
                f"{len(in_windows)} of {result['failed']}")
     return windows, in_windows
+
+
+def app_retries(stack, since: str) -> dict:
+    """The app instances' retry log lines since `since` (journal, which outlives their restarts):
+    retries by reason, requests that retried (health checks included), the longest wait before
+    the last retry, requests that gave up."""
+    reasons: dict[str, int] = {}
+    requests: set[str] = set()
+    longest_ms, gave_up = 0, 0
+    for app in stack.apps:
+        out = e2e.sh("docker", "exec", app, "journalctl", "-u", "exposure-api", "--no-pager", "-o", "cat",
+                     "--since", since, check=False, timeout=120).stdout
+        for line in out.splitlines():
+            if "database" not in line or not line.startswith("{"):
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("msg") == "database read retried":
+                reasons[entry["reason"]] = reasons.get(entry["reason"], 0) + 1
+                requests.add(f"{app}/{entry.get('request_id')}")
+                longest_ms = max(longest_ms, entry.get("elapsed_ms", 0) + entry.get("retry_in_ms", 0))
+            elif entry.get("msg") == "database unavailable, giving up" and entry.get("request_id"):
+                gave_up += 1
+    return {"reasons": reasons, "requests": len(requests), "longest_ms": longest_ms, "gave_up": gave_up}
+
+def report_app_retries(report, stack, since: str) -> dict:
+    """Print the app's read retries since `since` (see app_retries) and return them."""
+    retried = app_retries(stack, since)
+    report(f"app reads retried on a new connection (the instances' journals): "
+           f"{sum(retried['reasons'].values())} retries of {retried['requests']} requests (health checks "
+           f"included), by reason {retried['reasons'] or '{}'}; longest wait before the last retry "
+           f"{retried['longest_ms'] / 1000:.2f} s; requests that gave up: {retried['gave_up']}")
+    return retried
 
 
 @contextlib.contextmanager

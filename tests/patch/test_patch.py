@@ -126,11 +126,7 @@ def test_patch_under_load(stack):
     report(f"patch.yml under load: {run.seconds:.0f} s, rc {run.rc}" if run else
            f"patch.yml under load: killed after {time.monotonic() - started:.0f} s (the test's bound)")
     windows, in_windows = scenario.report_load_and_writes(report, "during patch.yml: ", result, acks)
-    retried = app_retries(stack, since)
-    report(f"app reads retried on a new connection (the instances' journals): "
-           f"{sum(retried['reasons'].values())} retries of {retried['requests']} requests (health checks "
-           f"included), by reason {retried['reasons'] or '{}'}; longest wait before the last retry "
-           f"{retried['longest_ms'] / 1000:.2f} s; requests that gave up: {retried['gave_up']}")
+    scenario.report_app_retries(report, stack, since)
 
     assert run is not None, f"patch.yml did not finish within {MAX_SECONDS - 60} s"
     assert run.rc == 0 and not run.failed_hosts, f"patch.yml failed, see {run.log}"
@@ -258,32 +254,6 @@ def precheck_refused(stack, db) -> None:
 
 def restart_count(container: str) -> int:
     return int(e2e.sh("docker", "inspect", "-f", "{{.RestartCount}}", container).stdout.strip())
-
-
-def app_retries(stack, since: str) -> dict:
-    """The app instances' retry log lines since `since` (journal, which outlives their restarts):
-    retries by reason, requests that retried (health checks included), the longest wait before
-    the last retry, requests that gave up."""
-    reasons: dict[str, int] = {}
-    requests: set[str] = set()
-    longest_ms, gave_up = 0, 0
-    for app in stack.apps:
-        out = e2e.sh("docker", "exec", app, "journalctl", "-u", "exposure-api", "--no-pager", "-o", "cat",
-                     "--since", since, check=False, timeout=120).stdout
-        for line in out.splitlines():
-            if "database" not in line or not line.startswith("{"):
-                continue
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if entry.get("msg") == "database read retried":
-                reasons[entry["reason"]] = reasons.get(entry["reason"], 0) + 1
-                requests.add(f"{app}/{entry.get('request_id')}")
-                longest_ms = max(longest_ms, entry.get("elapsed_ms", 0) + entry.get("retry_in_ms", 0))
-            elif entry.get("msg") == "database unavailable, giving up" and entry.get("request_id"):
-                gave_up += 1
-    return {"reasons": reasons, "requests": len(requests), "longest_ms": longest_ms, "gave_up": gave_up}
 
 
 def _seconds(start: str, end: str) -> int:
