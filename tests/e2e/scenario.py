@@ -114,6 +114,7 @@ def app_retries(stack, since: str) -> dict:
                 gave_up += 1
     return {"reasons": reasons, "requests": len(requests), "longest_ms": longest_ms, "gave_up": gave_up}
 
+
 def report_app_retries(report, stack, since: str) -> dict:
     """Print the app's read retries since `since` (see app_retries) and return them."""
     retried = app_retries(stack, since)
