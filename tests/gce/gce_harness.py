@@ -139,6 +139,7 @@ def provisioned(workdir):
     extra = {"gce_db_health_check_delegate": "localhost",
              "gce_db_health_check_url": f"http://127.0.0.1:{double.port}/_double/patroni/"
                                         "{member}/health",
+             "gce_db_health_check_ca_path": "",   # the double's endpoint is plain HTTP
              "gce_db_health_check_delay_s": 1}
     first = run_playbook(double, extra=extra)
     first_state = double.state()

@@ -124,7 +124,8 @@ def test_mig_size_autohealing_update_policy(state):
     assert mig["namedPorts"] == [{"name": "http", "port": V["app_port"]}]
     (policy,) = mig["autoHealingPolicies"]
     check = get(state, policy["healthCheck"])
-    assert check["httpHealthCheck"]["requestPath"] == "/readyz"
+    # liveness: /readyz fails while the database is down, and would recreate every VM at once
+    assert check["httpHealthCheck"]["requestPath"] == "/livez"
     assert check["httpHealthCheck"]["port"] == V["app_port"]
     update = mig["updatePolicy"]
     assert update["type"] == "PROACTIVE" and update["maxUnavailable"]["fixed"] == 0
@@ -172,10 +173,14 @@ def test_db_load_balancer_primary_only_and_drops_when_unhealthy(state):
     bs = kind(state, "backendServices")[f"{STACK}-db"]
     assert bs["loadBalancingScheme"] == "INTERNAL" and bs["protocol"] == "TCP"
     assert bs["failoverPolicy"]["dropTrafficIfUnhealthy"] is True
+    # a failover policy needs failover backends: one primary group, the other zones' failover
+    assert [b.get("failover", False) for b in bs["backends"]] == [False] + [True] * (len(bs["backends"]) - 1)
+    assert len(bs["backends"]) == min(V["db_node_count"], len(V["gce_zones"]))
+    # Patroni's REST port is TLS only: a plain HTTP check would mark every member unhealthy
     check = get(state, bs["healthChecks"][0])
-    assert check["type"] == "HTTP"
-    assert check["httpHealthCheck"]["requestPath"] == "/primary"
-    assert check["httpHealthCheck"]["port"] == V["patroni_rest_port"]
+    assert check["type"] == "HTTPS" and "httpHealthCheck" not in check
+    assert check["httpsHealthCheck"]["requestPath"] == "/primary"
+    assert check["httpsHealthCheck"]["port"] == V["patroni_rest_port"]
     members = sorted(m for b in bs["backends"] for m in get(state, b["group"])["_instances"])
     db_vms = sorted(r["selfLink"] for r in kind(state, "instances").values() if r["labels"].get("vpcstack-role") == "db")
     assert members == db_vms
