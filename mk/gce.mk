@@ -1,6 +1,7 @@
-# GCE provisioning (roles/gce_*, playbooks/provision_gce.yml) against the local Compute API
-# double in tests/gce/double: validation, two provisioning runs (the second must report
-# changed=0), the resource graph, the dynamic inventory, resizing. Included by the root Makefile.
+# GCE provisioning (roles/gce_*, playbooks/provision_gce.yml) against the local GCE emulator
+# (emulator/gce_emulator): validation, the emulator's own API checks, two provisioning runs (the
+# second must report changed=0), the resource graph, the dynamic inventory, resizing. Included by
+# the root Makefile.
 .PHONY: test-gce lint-gce
 
 test-gce: setup

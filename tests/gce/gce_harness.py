@@ -1,4 +1,5 @@
-"""The GCE provisioning tests' harness: the Compute API double, a playbook runner, fixtures."""
+"""The GCE provisioning tests' harness: the GCE emulator (emulator/gce_emulator), a playbook runner,
+fixtures."""
 from __future__ import annotations
 
 import json
@@ -17,6 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
+EMULATOR = ROOT / "emulator"          # PYTHONPATH of the gce_emulator package
 VENV_BIN = Path(sys.executable).parent
 PROJECT = "customer-x-prod"          # as in inventories/customer-x
 NETWORK = "customer-x-vpc"
@@ -28,28 +30,29 @@ NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 RUN_TIMES: dict[str, float] = {}
 
 
-class Double:
-    """A running gce_double.py process (127.0.0.1 only) and its admin endpoints."""
+class Emulator:
+    """A running gce_emulator process (127.0.0.1 only) and its admin endpoints."""
 
     def __init__(self, workdir: Path, **opts):
         self.dir = workdir
-        args = [sys.executable, str(HERE / "double" / "gce_double.py"), "--state-dir", str(workdir),
+        args = [sys.executable, "-m", "gce_emulator", "--state-dir", str(workdir),
                 "--project", PROJECT, "--token", TOKEN, "--max-seconds", "1500"]
         for key, value in opts.items():
             args += ["--" + key.replace("_", "-"), str(value)]
-        self.log = open(workdir / "double.log", "wb")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.log = open(workdir / "emulator.log", "wb")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+                                     env={**os.environ, "PYTHONPATH": str(EMULATOR)})
         deadline = time.time() + 20
         while not (workdir / "port").exists():
             if self.proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError("the double did not start: " + (workdir / "double.log").read_text())
+                raise RuntimeError("the emulator did not start: " + (workdir / "emulator.log").read_text())
             time.sleep(0.05)
         self.port = int((workdir / "port").read_text())
         self.ca = workdir / "ca.pem"
 
     def admin(self, path: str, body=None):
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/_double/{path}", data=data,
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/_emulator/{path}", data=data,
                                      method="POST" if data is not None else "GET")
         with NO_PROXY.open(req, timeout=10) as resp:
             return json.loads(resp.read() or b"null")
@@ -104,7 +107,7 @@ class Run:
         return names
 
 
-def run_playbook(double: Double, *args, inventory: Path = CUSTOMER_INVENTORY, extra: dict | None = None,
+def run_playbook(double: Emulator, *args, inventory: Path = CUSTOMER_INVENTORY, extra: dict | None = None,
                  timeout: int = 600, playbook: Path = ROOT / "playbooks" / "provision_gce.yml") -> Run:
     extra_vars = {"gce_api_ca_bundle": str(double.ca)}
     extra_vars.update(extra or {})
@@ -124,22 +127,22 @@ def workdir():
     shutil.rmtree(path, ignore_errors=True)
 
 
-def start_double(workdir: Path, name: str, **opts) -> Double:
+def start_double(workdir: Path, name: str, **opts) -> Emulator:
     path = workdir / name
     path.mkdir()
-    return Double(path, **opts)
+    return Emulator(path, **opts)
 
 
 @pytest.fixture(scope="session")
 def provisioned(workdir):
-    """A double with the customer's VPC, provisioned twice with inventories/customer-x."""
+    """An emulator with the customer's VPC, provisioned twice with inventories/customer-x."""
     double = start_double(workdir, "provisioned")
     double.seed_customer_network()
-    # The DB VMs' Patroni health, asked during a resize, is the double's stand-in endpoint.
+    # The DB VMs' Patroni health, asked during a resize, is the emulator's stand-in endpoint.
     extra = {"gce_db_health_check_delegate": "localhost",
-             "gce_db_health_check_url": f"http://127.0.0.1:{double.port}/_double/patroni/"
+             "gce_db_health_check_url": f"http://127.0.0.1:{double.port}/_emulator/patroni/"
                                         "{member}/health",
-             "gce_db_health_check_ca_path": "",   # the double's endpoint is plain HTTP
+             "gce_db_health_check_ca_path": "",   # the emulator's endpoint is plain HTTP
              "gce_db_health_check_delay_s": 1}
     first = run_playbook(double, extra=extra)
     first_state = double.state()

@@ -1,4 +1,4 @@
-"""The double itself: proxying, authentication, operations, required fields and error shapes."""
+"""The emulator itself: proxying, authentication, operations, required fields and error shapes."""
 from __future__ import annotations
 
 import time

@@ -1,0 +1,286 @@
+"""The emulator's front: an HTTPS CONNECT proxy on 127.0.0.1 that terminates TLS with a test CA
+for the Google API hosts it serves, authenticates the bearer token, routes each request to its
+API module and logs it; plain-HTTP admin endpoints under /_emulator/ for the tests; the process.
+
+Kept apart from the API modules so that a metadata server or other listeners can be added
+beside this one without touching what the APIs answer.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import ssl
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from . import compute
+from .core import ApiError, Cloud, bad, strip_private
+from .iam import crm_api, iam_api
+from .instances import patroni_answers
+from .networks import seed_networks
+from .secrets import secretmanager_api
+from .storage import storage_api
+
+ADMIN = "/_emulator/"
+HOSTS = (
+    "compute.googleapis.com",
+    "www.googleapis.com",
+    "storage.googleapis.com",
+    "iam.googleapis.com",
+    "cloudresourcemanager.googleapis.com",
+    "secretmanager.googleapis.com",
+)
+
+
+class ApiHandler(BaseHTTPRequestHandler):
+    """Requests inside a CONNECT tunnel (after TLS) and plain admin requests."""
+
+    protocol_version = "HTTP/1.1"
+    timeout = 30
+    server_version = "gce-emulator/1"
+
+    def log_message(self, fmt, *args):  # quiet; the call log is the record
+        pass
+
+    def reply(self, code: int, obj, extra_headers=None) -> None:
+        data = json.dumps(obj, indent=1, default=str).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json; charset=UTF-8")
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (extra_headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def read_body(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > 4 * 1024 * 1024:
+            raise ApiError(413, "tooLarge", "Request too large")
+        raw = self.rfile.read(length) if length else b""
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise bad("Invalid JSON payload received.", "parseError") from None
+
+    def handle_api(self, method: str) -> None:
+        cloud: Cloud = self.server.cloud
+        host = (self.headers.get("Host") or "").split(":")[0]
+        url = urllib.parse.urlsplit(self.path)
+        query = urllib.parse.parse_qs(url.query)
+        style = "new" if host in ("iam.googleapis.com", "cloudresourcemanager.googleapis.com",
+                                  "secretmanager.googleapis.com") else "compute"
+        entry = {"t": round(time.time(), 3), "method": method, "host": host, "path": url.path,
+                 "query": url.query}
+        status, out = 500, None
+        try:
+            body = self.read_body()
+            entry["body"] = body
+            with cloud.lock:
+                cloud.tick()
+                auth = self.headers.get("Authorization", "")
+                if auth != f"Bearer {cloud.token}":
+                    raise ApiError(401, "required", "Request is missing required authentication credential. "
+                                   "Expected OAuth 2 access token, login cookie or other valid authentication "
+                                   "credential.")
+                if host in ("compute.googleapis.com", "www.googleapis.com") and url.path.startswith("/compute/v1/"):
+                    out = compute.api(cloud, method, url.path, query, body)
+                elif host == "iam.googleapis.com":
+                    out = iam_api(cloud, method, url.path, query, body)
+                elif host == "cloudresourcemanager.googleapis.com":
+                    out = crm_api(cloud, method, url.path, query, body)
+                elif host == "secretmanager.googleapis.com":
+                    out = secretmanager_api(cloud, method, url.path, query, body)
+                elif host in ("storage.googleapis.com", "www.googleapis.com") and url.path.startswith("/storage/v1/"):
+                    out = storage_api(cloud, method, url.path, query, body)
+                else:
+                    raise ApiError(404, "notFound", "Not Found")
+                status = 200
+                out = strip_private(out)
+        except ApiError as exc:
+            status, out = exc.code, exc.body(style)
+        entry["status"] = status
+        with cloud.lock:
+            cloud.calls.append(entry)
+        self.reply(status, out)
+
+    def do_GET(self):
+        if self.path.startswith(ADMIN):
+            return self.admin("GET")
+        self.handle_api("GET")
+
+    def do_POST(self):
+        if self.path.startswith(ADMIN):
+            return self.admin("POST")
+        self.handle_api("POST")
+
+    def do_PUT(self):
+        self.handle_api("PUT")
+
+    def do_PATCH(self):
+        self.handle_api("PATCH")
+
+    def do_DELETE(self):
+        self.handle_api("DELETE")
+
+    # -------------------------------------------------------------- admin
+    def admin(self, method: str) -> None:
+        if getattr(self, "in_tunnel", False):
+            return self.reply(404, {"error": {"code": 404, "message": "Not Found"}})
+        cloud: Cloud = self.server.cloud
+        url = urllib.parse.urlsplit(self.path)
+        parts = url.path.split("/")[2:]
+        with cloud.lock:
+            cloud.tick()
+            if parts == ["state"]:
+                return self.reply(200, {"compute": strip_private(cloud.res, keep=True),
+                                        "serviceAccounts": cloud.sas, "buckets": cloud.buckets,
+                                        "secrets": cloud.secrets,
+                                        "policies": cloud.policies,
+                                        "pendingOperations": [o.name for o in cloud.ops.values() if o.status != "DONE"]})
+            if parts == ["calls"]:
+                return self.reply(200, cloud.calls)
+            if parts == ["reset-calls"] and method == "POST":
+                cloud.calls.clear()
+                return self.reply(200, {})
+            if parts == ["seed"] and method == "POST":
+                seed(cloud, self.read_body() or {})
+                return self.reply(200, {})
+            if parts == ["set"] and method == "POST":
+                body = self.read_body() or {}
+                for key in ("op_delay", "stable_delay", "health_delay"):
+                    if key in body:
+                        setattr(cloud, key, float(body[key]))
+                return self.reply(200, {})
+            if len(parts) == 3 and parts[0] == "patroni":
+                inst = next((r for p, r in cloud.res.items() if "/instances/" in p and r["name"] == parts[1]), None)
+                code = 404 if inst is None else patroni_answers(cloud, inst, "/" + parts[2])
+                cloud.calls.append({"t": round(time.time(), 3), "method": "GET", "host": "patroni",
+                                    "path": f"/{parts[1]}/{parts[2]}", "query": "", "status": code})
+                return self.reply(code, {"state": "running" if code == 200 else "unavailable"})
+        self.reply(404, {"error": "unknown admin path"})
+
+
+def seed(cloud: Cloud, data: dict) -> None:
+    """What exists before the run: the customer's networks."""
+    seed_networks(cloud, data.get("networks", []))
+
+
+class ProxyHandler(ApiHandler):
+    """The listening side: CONNECT to a served Google host opens a TLS tunnel to the emulator."""
+
+    def do_CONNECT(self):
+        cloud: Cloud = self.server.cloud
+        host, _, port = self.path.partition(":")
+        with cloud.lock:
+            cloud.calls.append({"t": round(time.time(), 3), "method": "CONNECT", "host": host, "path": "",
+                                "query": "", "status": 200 if host in HOSTS and port == "443" else 403})
+        if host not in HOSTS or port != "443":
+            self.send_error(403, "The emulator serves only the Google API hosts it implements")
+            return
+        self.send_response(200, "Connection established")
+        self.end_headers()
+        try:
+            tls = self.server.tls.wrap_socket(self.connection, server_side=True)
+            tls.settimeout(30)
+        except (ssl.SSLError, OSError):
+            self.close_connection = True
+            return
+        inner = TunnelHandler.__new__(TunnelHandler)
+        inner.in_tunnel = True
+        try:
+            TunnelHandler.__init__(inner, tls, self.client_address, self.server)
+        except (ssl.SSLError, OSError, ConnectionError):
+            pass
+        self.close_connection = True
+
+
+class TunnelHandler(ApiHandler):
+    in_tunnel = True
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def make_certs(directory: str) -> tuple[str, str, str]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vpcstack gce emulator test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                       data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                       crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOSTS[0])]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in HOSTS]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = tuple(os.path.join(directory, n) for n in ("ca.pem", "server.pem", "server.key"))
+    with open(paths[0], "wb") as fh:
+        fh.write(ca.public_bytes(serialization.Encoding.PEM))
+    with open(paths[1], "wb") as fh:
+        fh.write(leaf.public_bytes(serialization.Encoding.PEM))
+    with open(os.open(paths[2], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
+        fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption()))
+    return paths
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m gce_emulator",
+                                 description="A local emulator of the Google Cloud APIs the gce_* roles call.")
+    ap.add_argument("--state-dir", required=True, help="where the CA, the port file and the pid go")
+    ap.add_argument("--project", required=True)
+    ap.add_argument("--token", required=True, help="the only bearer token accepted")
+    ap.add_argument("--op-delay", type=float, default=0.3, help="seconds until an operation is DONE")
+    ap.add_argument("--stable-delay", type=float, default=1.0, help="seconds until a changed MIG is stable")
+    ap.add_argument("--health-delay", type=float, default=1.0,
+                    help="seconds a started DB VM answers 503 on the fake Patroni endpoints")
+    ap.add_argument("--max-seconds", type=float, default=1800, help="the process ends by itself after this")
+    args = ap.parse_args(argv)
+
+    os.makedirs(args.state_dir, exist_ok=True)
+    ca, cert, key = make_certs(args.state_dir)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.minimum_version = ssl.TLSVersion.TLSv1_2
+    tls.load_cert_chain(cert, key)
+    server = Server(("127.0.0.1", 0), ProxyHandler)
+    server.tls = tls
+    server.cloud = Cloud(args.project, args.token, args.op_delay, args.stable_delay, args.health_delay)
+    port = server.server_address[1]
+    tmp = os.path.join(args.state_dir, "port.tmp")
+    with open(tmp, "w") as fh:
+        fh.write(str(port))
+    os.replace(tmp, os.path.join(args.state_dir, "port"))
+    timer = threading.Timer(args.max_seconds, server.shutdown)
+    timer.daemon = True
+    timer.start()
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
