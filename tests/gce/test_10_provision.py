@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 from gce_harness import TOKEN
-from helpers import customer_vars, get, kind
+from helpers import ROOT, customer_vars, get, kind
 
 V = customer_vars()
 STACK = "vpcstack"
@@ -241,8 +241,28 @@ def test_startup_script_is_valid_bash_and_settings_point_at_the_db_endpoint(stat
     script = tmp_path / "startup.sh"
     script.write_text(meta["startup-script"])
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True).returncode == 0
-    env = json.loads(meta["vpcstack-app-env"])
+    env = dict(line.split("=", 1) for line in meta["vpcstack-app-env"].splitlines()
+               if line and not line.startswith("#"))
     assert env["EXPOSURE_DB_HOST"] == str(ipaddress.ip_network(V["gce_db_subnet_cidr"])[5])
     assert env["EXPOSURE_DB_PORT"] == str(V["postgresql_port"])
     assert env["EXPOSURE_BIND"] == f"0.0.0.0:{V['app_port']}"
     assert not any("PASSWORD=" in f"{k}={v}" and not k.endswith("_FILE") for k, v in env.items())
+
+
+def test_mig_instances_run_the_app_roles_unit_verified_and_offline(state):
+    """One source: the unit and environment are the app role's (drain on stop, sandbox), the
+    wheelhouse is checked against SHA256SUMS, and nothing is installed from the internet."""
+    mig = kind(state, "instanceGroupManagers")[f"{STACK}-app"]
+    meta = {i["key"]: i["value"] for i in get(state, mig["instanceTemplate"])["properties"]["metadata"]["items"]}
+    unit = meta["vpcstack-app-unit"]
+    app_unit = (ROOT / "roles/app/templates/exposure-api.service.j2").read_text()
+    # every fixed line of the app role's template is in the rendered unit
+    fixed = [line for line in app_unit.splitlines() if line and "{" not in line]
+    assert fixed and all(line in unit.splitlines() for line in fixed)
+    assert "ExecStop=/bin/sh -c 'test -e /run/exposure-api/drain" in unit
+    layout = json.loads(meta["vpcstack-app-layout"])
+    assert layout["version"] == V["app_version"] and layout["release_dir"].endswith("/releases/" + V["app_version"])
+    script = meta["startup-script"]
+    assert "[Service]" not in script                           # no second unit
+    assert "sha256sum --check --strict" in script
+    assert "apt-get" not in script and "apt " not in script    # nothing from the internet at boot
