@@ -160,30 +160,59 @@ class Address:
                 "description": body.get("description", ""), "users": []}
 
 
+HTTP_CHECK_FIELDS = {"host", "port", "portName", "portSpecification", "proxyHeader", "requestPath", "response"}
+TCP_CHECK_FIELDS = {"port", "portName", "portSpecification", "proxyHeader", "request", "response"}
+
+
 class HealthCheck:
     kind = "compute#healthCheck"
-    SUB = {"HTTP": "httpHealthCheck", "HTTPS": "httpsHealthCheck", "TCP": "tcpHealthCheck",
-           "SSL": "sslHealthCheck", "HTTP2": "http2HealthCheck", "GRPC": "grpcHealthCheck"}
+    # type -> its sub-object, that object's fields and default port, as the Compute discovery
+    # document (v1, revision 20261106) lists them; on `type` it says: "Exactly one of the
+    # protocol-specific health check fields must be specified, which must match type field."
+    TYPES = {
+        "HTTP": ("httpHealthCheck", HTTP_CHECK_FIELDS, 80),
+        "HTTPS": ("httpsHealthCheck", HTTP_CHECK_FIELDS, 443),
+        "HTTP2": ("http2HealthCheck", HTTP_CHECK_FIELDS, 443),
+        "TCP": ("tcpHealthCheck", TCP_CHECK_FIELDS, 80),
+        "SSL": ("sslHealthCheck", TCP_CHECK_FIELDS, 443),
+        "GRPC": ("grpcHealthCheck", {"grpcServiceName", "port", "portName", "portSpecification"}, None),
+        "GRPC_WITH_TLS": ("grpcTlsHealthCheck", {"grpcServiceName", "port", "portSpecification"}, None),
+    }
 
     @staticmethod
     def validate(body):
         need(body, "type")
-        sub = HealthCheck.SUB.get(body["type"])
-        if sub is None:
-            raise bad(f"Invalid value for field 'resource.type': '{body['type']}'")
-        for other in HealthCheck.SUB.values():
-            if other != sub and body.get(other):
-                raise bad(f"Invalid value for field 'resource.{other}': does not match type {body['type']}")
-        spec = body.setdefault(sub, {})
+        check_type = body["type"]
+        if check_type not in HealthCheck.TYPES:
+            raise bad(f"Invalid value for field 'resource.type': '{check_type}'")
+        sub, fields, default_port = HealthCheck.TYPES[check_type]
+        for other, _, _ in HealthCheck.TYPES.values():
+            if other == sub:
+                continue
+            if body.get(other) is not None:
+                raise bad(f"Invalid value for field 'resource.{other}': a health check of type "
+                          f"'{check_type}' takes 'resource.{sub}' and no other protocol's settings.")
+            body.pop(other, None)  # a PATCH clears another type's settings with null
+        spec = body.get(sub)
+        if not isinstance(spec, dict):
+            raise bad(f"Required field 'resource.{sub}' not specified: a health check of type "
+                      f"'{check_type}' needs its settings there.", "required")
+        unknown = sorted(set(spec) - fields)
+        if unknown:
+            raise bad(f"Invalid JSON payload received. Unknown name \"{unknown[0]}\" at "
+                      f"'resource.{sub}': Cannot find field.")
         spec.setdefault("portSpecification", "USE_FIXED_PORT")
         if spec["portSpecification"] == "USE_FIXED_PORT":
-            spec.setdefault("port", 80)
+            if default_port is None:
+                need(body, f"{sub}.port")
+            spec.setdefault("port", default_port)
             if not 1 <= int(spec["port"]) <= 65535:
                 raise bad(f"Invalid value for field 'resource.{sub}.port': '{spec['port']}'")
-        if "requestPath" in spec and not str(spec["requestPath"]).startswith("/"):
-            raise bad(f"Invalid value for field 'resource.{sub}.requestPath': '{spec['requestPath']}'")
-        if body["type"] in ("HTTP", "HTTPS", "HTTP2"):
+        if "requestPath" in fields:
             spec.setdefault("requestPath", "/")
+            if not str(spec["requestPath"]).startswith("/"):
+                raise bad(f"Invalid value for field 'resource.{sub}.requestPath': '{spec['requestPath']}'")
+        if "proxyHeader" in fields:
             spec.setdefault("proxyHeader", "NONE")
         for key, default in (("checkIntervalSec", 5), ("timeoutSec", 5), ("healthyThreshold", 2), ("unhealthyThreshold", 2)):
             body[key] = int(body.get(key, default))
@@ -195,6 +224,11 @@ class HealthCheck:
             if not 1 <= body[key] <= 10:
                 raise bad(f"Invalid value for field 'resource.{key}': '{body[key]}'")
         return body
+
+    @staticmethod
+    def settings(check: dict) -> dict:
+        """The protocol-specific settings of a stored health check."""
+        return check[HealthCheck.TYPES[check["type"]][0]]
 
     @staticmethod
     def insert(cloud, scope, item, body):
@@ -282,8 +316,9 @@ class BackendService:
         bs = cloud.res[item]
         if WWW + group not in [b["group"] for b in bs.get("backends", [])]:
             raise bad(f"Instance group '{group}' is not a backend of '{item}'", "invalid")
-        hc = cloud.res[bs["healthChecks"][0][len(WWW):]]
-        path = (hc.get("httpHealthCheck") or {}).get("requestPath", "/")
+        spec = HealthCheck.settings(cloud.res[bs["healthChecks"][0][len(WWW):]])
+        # The check's own path; a check without one (TCP, SSL, gRPC) passes while Patroni is up.
+        path = spec.get("requestPath", "/health")
         members = cloud.res[group].get("_instances", [])
         out = []
         for inst in members:
@@ -292,7 +327,7 @@ class BackendService:
                 continue
             state = "HEALTHY" if patroni_answers(cloud, res, path) == 200 else "UNHEALTHY"
             out.append({"instance": inst, "ipAddress": res["networkInterfaces"][0]["networkIP"],
-                        "port": (hc.get("httpHealthCheck") or {}).get("port"), "healthState": state})
+                        "port": spec.get("port"), "healthState": state})
         return {"kind": "compute#backendServiceGroupHealth", "healthStatus": out}
 
 

@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import requests
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -88,6 +89,27 @@ class Emulator:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
         self.log.close()
+
+
+def api_session(emulator: Emulator) -> requests.Session:
+    """A session that reaches the emulated APIs as the google.cloud modules do: through the proxy,
+    trusting the test CA, with the token."""
+    session = requests.Session()
+    session.trust_env = False
+    session.proxies = {"https": f"http://127.0.0.1:{emulator.port}"}
+    session.verify = str(emulator.ca)
+    session.headers["Authorization"] = f"Bearer {TOKEN}"
+    return session
+
+
+def wait_op(session: requests.Session, op: dict) -> dict:
+    """The operation once DONE (bounded: 50 polls)."""
+    for _ in range(50):
+        op = session.get(op["selfLink"].replace("www.googleapis.com", "compute.googleapis.com")).json()
+        if op["status"] == "DONE":
+            return op
+        time.sleep(0.1)
+    raise AssertionError("operation never finished")
 
 
 class Run:

@@ -1,11 +1,9 @@
 """The emulator itself: proxying, authentication, operations, required fields and error shapes."""
 from __future__ import annotations
 
-import time
-
 import pytest
 import requests
-from gce_harness import PROJECT, TOKEN, start_double
+from gce_harness import PROJECT, api_session, start_double, wait_op
 
 C = f"https://compute.googleapis.com/compute/v1/projects/{PROJECT}"
 
@@ -13,22 +11,8 @@ C = f"https://compute.googleapis.com/compute/v1/projects/{PROJECT}"
 @pytest.fixture(scope="module")
 def api(workdir):
     double = start_double(workdir, "selftest", op_delay=0.5)
-    session = requests.Session()
-    session.trust_env = False
-    session.proxies = {"https": f"http://127.0.0.1:{double.port}"}
-    session.verify = str(double.ca)
-    session.headers["Authorization"] = f"Bearer {TOKEN}"
-    yield double, session
+    yield double, api_session(double)
     double.stop()
-
-
-def wait(session, op):
-    for _ in range(50):
-        op = session.get(op["selfLink"].replace("www.googleapis.com", "compute.googleapis.com")).json()
-        if op["status"] == "DONE":
-            return op
-        time.sleep(0.1)
-    raise AssertionError("operation never finished")
 
 
 def test_refuses_other_hosts(api):
@@ -50,7 +34,7 @@ def test_insert_is_an_operation_and_visible_only_when_done(api):
     op = session.post(f"{C}/global/networks", json={"name": "net-a", "autoCreateSubnetworks": False}).json()
     assert op["kind"] == "compute#operation" and op["status"] == "RUNNING"
     assert session.get(f"{C}/global/networks/net-a").status_code == 404
-    done = wait(session, op)
+    done = wait_op(session, op)
     assert "error" not in done
     net = session.get(f"{C}/global/networks/net-a").json()
     assert net["selfLink"] == done["targetLink"] and net["selfLink"].startswith("https://www.googleapis.com/")
@@ -72,7 +56,7 @@ def test_required_fields_names_and_references(api):
 
 def test_overlapping_subnet_refused(api):
     _, session = api
-    wait(session, session.post(f"{C}/regions/europe-west1/subnetworks", json={
+    wait_op(session, session.post(f"{C}/regions/europe-west1/subnetworks", json={
         "name": "s1", "network": "global/networks/net-a", "ipCidrRange": "10.1.0.0/24"}).json())
     resp = session.post(f"{C}/regions/europe-west1/subnetworks", json={
         "name": "s2", "network": "global/networks/net-a", "ipCidrRange": "10.1.0.128/25"})
@@ -81,12 +65,12 @@ def test_overlapping_subnet_refused(api):
 
 def test_machine_type_change_needs_a_stopped_vm_and_disks_are_not_shared(api):
     _, session = api
-    wait(session, session.post(f"{C}/zones/europe-west1-b/disks", json={"name": "d1", "sizeGb": "10"}).json())
+    wait_op(session, session.post(f"{C}/zones/europe-west1-b/disks", json={"name": "d1", "sizeGb": "10"}).json())
     vm = {"name": "vm1", "machineType": "zones/europe-west1-b/machineTypes/e2-small",
           "disks": [{"boot": True, "initializeParams": {"sourceImage": "projects/debian-cloud/global/images/family/debian-12"}},
                     {"source": "zones/europe-west1-b/disks/d1"}],
           "networkInterfaces": [{"subnetwork": "regions/europe-west1/subnetworks/s1"}]}
-    wait(session, session.post(f"{C}/zones/europe-west1-b/instances", json=vm).json())
+    wait_op(session, session.post(f"{C}/zones/europe-west1-b/instances", json=vm).json())
     resp = session.post(f"{C}/zones/europe-west1-b/instances/vm1/setMachineType",
                         json={"machineType": "zones/europe-west1-b/machineTypes/e2-medium"})
     assert resp.status_code == 400 and resp.json()["error"]["errors"][0]["reason"] == "resourceNotReady"

@@ -1,0 +1,96 @@
+"""Rules the real APIs enforce that the emulator enforces too: each refused, then accepted, in
+Google's error shape. Sources: the discovery documents of google-api-python-client (Compute v1,
+Resource Manager v1), quoted in the emulator's modules."""
+from __future__ import annotations
+
+import pytest
+from gce_harness import PROJECT, api_session, start_double, wait_op
+
+C = f"https://compute.googleapis.com/compute/v1/projects/{PROJECT}"
+HC = f"{C}/regions/europe-west1/healthChecks"
+
+
+@pytest.fixture(scope="module")
+def api(workdir):
+    emulator = start_double(workdir, "api-rules", op_delay=0.1, health_delay=0)
+    yield emulator, api_session(emulator)
+    emulator.stop()
+
+
+def refused(resp, status: int, *words: str) -> str:
+    """The error message, after checking the status, Google's shape and the words it names."""
+    assert resp.status_code == status, resp.text
+    error = resp.json()["error"]
+    assert error["code"] == status and error["message"]
+    assert all(w in error["message"] for w in words), error["message"]
+    return error["message"]
+
+
+@pytest.mark.parametrize("check_type, field, settings", [
+    ("HTTP", "httpHealthCheck", {"port": 8080, "requestPath": "/readyz"}),
+    ("HTTPS", "httpsHealthCheck", {"port": 8008, "requestPath": "/primary"}),
+    ("HTTP2", "http2HealthCheck", {"port": 8443, "requestPath": "/"}),
+    ("TCP", "tcpHealthCheck", {"port": 5432}),
+    ("SSL", "sslHealthCheck", {"port": 5432}),
+])
+def test_health_check_takes_the_settings_of_its_type(api, check_type, field, settings):
+    _, session = api
+    name = f"hc-{check_type.lower()}"
+    missing = session.post(HC, json={"name": name, "type": check_type})
+    refused(missing, 400, f"resource.{field}", check_type)
+    other = "tcpHealthCheck" if field != "tcpHealthCheck" else "httpHealthCheck"
+    mixed = session.post(HC, json={"name": name, "type": check_type, field: settings, other: {"port": 80}})
+    refused(mixed, 400, f"resource.{other}", check_type)
+    assert session.get(f"{HC}/{name}").status_code == 404
+    done = wait_op(session, session.post(HC, json={"name": name, "type": check_type, field: settings}).json())
+    assert "error" not in done
+    check = session.get(f"{HC}/{name}").json()
+    assert check["type"] == check_type and check[field]["port"] == settings["port"]
+    assert not [k for k in check if k.endswith("HealthCheck") and k != field]
+
+
+def test_health_check_settings_take_only_their_own_fields_and_default_port(api):
+    _, session = api
+    resp = session.post(HC, json={"name": "hc-tcp-path", "type": "TCP",
+                                  "tcpHealthCheck": {"port": 5432, "requestPath": "/"}})
+    refused(resp, 400, 'Unknown name "requestPath"', "resource.tcpHealthCheck")
+    wait_op(session, session.post(HC, json={"name": "hc-https-default", "type": "HTTPS",
+                                            "httpsHealthCheck": {"requestPath": "/primary"}}).json())
+    assert session.get(f"{HC}/hc-https-default").json()["httpsHealthCheck"]["port"] == 443
+
+
+@pytest.fixture(scope="module")
+def groups(api):
+    """Two zonal instance groups of one subnetwork, the first holding a running database VM."""
+    _, session = api
+    for url, body in [
+        (f"{C}/global/networks", {"name": "net-lb", "autoCreateSubnetworks": False}),
+        (f"{C}/regions/europe-west1/subnetworks", {"name": "sub-lb", "network": "global/networks/net-lb",
+                                                    "ipCidrRange": "10.9.0.0/24"}),
+        (f"{C}/zones/europe-west1-b/instances", {
+            "name": "db-b", "machineType": "zones/europe-west1-b/machineTypes/e2-small",
+            "labels": {"vpcstack-role": "db"},
+            "disks": [{"boot": True, "initializeParams": {
+                "sourceImage": "projects/debian-cloud/global/images/family/debian-12"}}],
+            "networkInterfaces": [{"subnetwork": "regions/europe-west1/subnetworks/sub-lb"}]}),
+        (f"{C}/zones/europe-west1-b/instanceGroups", {"name": "ig-b", "network": "global/networks/net-lb"}),
+        (f"{C}/zones/europe-west1-c/instanceGroups", {"name": "ig-c", "network": "global/networks/net-lb"}),
+        (f"{C}/zones/europe-west1-b/instanceGroups/ig-b/addInstances",
+         {"instances": [{"instance": "zones/europe-west1-b/instances/db-b"}]}),
+        (HC, {"name": "hc-primary", "type": "HTTPS", "httpsHealthCheck": {"port": 8008, "requestPath": "/primary"}}),
+    ]:
+        assert "error" not in wait_op(session, session.post(url, json=body).json())
+    return [f"{C}/zones/europe-west1-{z}/instanceGroups/ig-{z}" for z in "bc"]
+
+
+def test_get_health_follows_the_checks_own_protocol_settings(api, groups):
+    _, session = api
+    bs = {"name": "bs-health", "loadBalancingScheme": "INTERNAL", "protocol": "TCP",
+          "healthChecks": [f"{C}/regions/europe-west1/healthChecks/hc-primary"],
+          "backends": [{"group": groups[0], "balancingMode": "CONNECTION"}]}
+    assert "error" not in wait_op(session, session.post(f"{C}/regions/europe-west1/backendServices", json=bs).json())
+    health = session.post(f"{C}/regions/europe-west1/backendServices/bs-health/getHealth",
+                          json={"group": groups[0]}).json()
+    # the HTTPS check's /primary on the only database VM, the Patroni stand-in's leader
+    assert [(h["instance"].rsplit("/", 1)[1], h["port"], h["healthState"]) for h in health["healthStatus"]] == \
+        [("db-b", 8008, "HEALTHY")]
