@@ -287,6 +287,14 @@ class BackendService:
             ratio = float(failover.get("failoverRatio", 0))
             if not 0 <= ratio <= 1:
                 raise bad(f"Invalid value for field 'resource.failoverPolicy.failoverRatio': '{ratio}'")
+            # The discovery document (v1, revision 20261106) on BackendService.failoverPolicy:
+            # "Requires at least one backend instance group to be defined as a backup (failover)
+            # backend." Google's failover overview for internal passthrough load balancers only
+            # describes primary and failover backends; the wording of this refusal is ours.
+            if not any(b.get("failover") for b in body.get("backends") or []):
+                raise bad("Invalid value for field 'resource.failoverPolicy': a failover policy requires at "
+                          "least one failover backend (a backend with 'failover: true'); none of this "
+                          "backend service's backends is one.")
         body.setdefault("connectionDraining", {"drainingTimeoutSec": 0})
         body.setdefault("sessionAffinity", "NONE")
         body.setdefault("timeoutSec", 30)

@@ -94,3 +94,21 @@ def test_get_health_follows_the_checks_own_protocol_settings(api, groups):
     # the HTTPS check's /primary on the only database VM, the Patroni stand-in's leader
     assert [(h["instance"].rsplit("/", 1)[1], h["port"], h["healthState"]) for h in health["healthStatus"]] == \
         [("db-b", 8008, "HEALTHY")]
+
+
+def test_failover_policy_needs_a_failover_backend(api, groups):
+    _, session = api
+    url = f"{C}/regions/europe-west1/backendServices"
+    bs = {"name": "bs-db", "loadBalancingScheme": "INTERNAL", "protocol": "TCP",
+          "healthChecks": [f"{C}/regions/europe-west1/healthChecks/hc-primary"],
+          "backends": [{"group": g, "balancingMode": "CONNECTION"} for g in groups],
+          "failoverPolicy": {"dropTrafficIfUnhealthy": True, "disableConnectionDrainOnFailover": True}}
+    refused(session.post(url, json=bs), 400, "failoverPolicy", "failover backend")
+    assert session.get(f"{url}/bs-db").status_code == 404
+    bs["backends"][1]["failover"] = True
+    assert "error" not in wait_op(session, session.post(url, json=bs).json())
+    created = session.get(f"{url}/bs-db").json()
+    assert [b["failover"] for b in created["backends"]] == [False, True]
+    assert created["failoverPolicy"]["dropTrafficIfUnhealthy"] is True
+    # an update that leaves no failover backend is refused the same way
+    refused(session.patch(f"{url}/bs-db", json={"backends": bs["backends"][:1]}), 400, "failoverPolicy")
