@@ -10,7 +10,7 @@ import copy
 import re
 
 from .core import ApiError, check_labels, now_iso
-from .iam import check_policy
+from .iam import check_policy, read_policy
 
 SECRET_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 
@@ -42,7 +42,8 @@ def secretmanager_api(cloud, method, path, query, body):
         raise ApiError(404, "notFound", f"Secret [projects/123456789012/secrets/{secret}] not found or has no versions.")
     key = f"secret:{secret}"
     if verb == "getIamPolicy" and method == "GET":
-        return copy.deepcopy(cloud.policies.setdefault(key, {"version": 1, "etag": "ACAB"}))
+        return read_policy(cloud.policies.setdefault(key, {"version": 1, "etag": "ACAB"}),
+                           query.get("options.requestedPolicyVersion", [None])[0])
     if verb == "setIamPolicy" and method == "POST":
         return check_policy(cloud, key, (body or {}).get("policy"), bucket=False)
     if verb is None and method == "GET":

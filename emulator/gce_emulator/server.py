@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from . import compute
 from .core import ApiError, Cloud, bad, strip_private
-from .iam import crm_api, iam_api
+from .iam import crm_api, iam_api, seed_project_bindings
 from .instances import patroni_answers
 from .networks import seed_networks
 from .secrets import secretmanager_api
@@ -167,8 +167,10 @@ class ApiHandler(BaseHTTPRequestHandler):
 
 
 def seed(cloud: Cloud, data: dict) -> None:
-    """What exists before the run: the customer's networks."""
+    """What exists before the run: the customer's networks, bindings on the project's IAM policy."""
     seed_networks(cloud, data.get("networks", []))
+    if data.get("projectIamBindings"):
+        seed_project_bindings(cloud, data["projectIamBindings"])
 
 
 class ProxyHandler(ApiHandler):

@@ -10,7 +10,7 @@ import copy
 import re
 
 from .core import ApiError, check_labels, now_iso
-from .iam import check_policy
+from .iam import check_policy, read_policy
 
 BUCKET_RE = re.compile(r"^[a-z0-9][-_.a-z0-9]{1,61}[a-z0-9]$")
 
@@ -39,8 +39,9 @@ def storage_api(cloud, method, path, query, body):
     if iam:
         key = f"bucket:{name}"
         if method == "GET":
-            pol = copy.deepcopy(cloud.policies.setdefault(key, {"version": 1, "etag": "CAE=", "bindings": [
-                {"role": "roles/storage.legacyBucketOwner", "members": [f"projectOwner:{cloud.project}"]}]}))
+            pol = read_policy(cloud.policies.setdefault(key, {"version": 1, "etag": "CAE=", "bindings": [
+                {"role": "roles/storage.legacyBucketOwner", "members": [f"projectOwner:{cloud.project}"]}]}),
+                query.get("optionsRequestedPolicyVersion", [None])[0])
             pol["kind"] = "storage#policy"
             pol["resourceId"] = f"projects/_/buckets/{name}"
             return pol

@@ -112,3 +112,34 @@ def test_failover_policy_needs_a_failover_backend(api, groups):
     assert created["failoverPolicy"]["dropTrafficIfUnhealthy"] is True
     # an update that leaves no failover backend is refused the same way
     refused(session.patch(f"{url}/bs-db", json={"backends": bs["backends"][:1]}), 400, "failoverPolicy")
+
+
+def test_conditional_binding_needs_policy_version_3(api):
+    emulator, session = api
+    crm = f"https://cloudresourcemanager.googleapis.com/v1/projects/{PROJECT}"
+
+    def get_policy(options):
+        return session.post(f"{crm}:getIamPolicy", json={"options": options} if options is not None else {})
+
+    # without conditions the answer is version 1, whatever was asked
+    assert get_policy({"requestedPolicyVersion": 3}).json()["version"] == 1
+    refused(get_policy({"requestedPolicyVersion": 2}), 400, "requestedPolicyVersion")
+    conditional = {"role": "roles/storage.objectViewer", "members": ["user:auditor@example.test"],
+                   "condition": {"title": "until 2030", "expression": "request.time < timestamp('2030-01-01T00:00:00Z')"}}
+    emulator.admin("seed", {"projectIamBindings": [conditional]})
+    for options in (None, {}, {"requestedPolicyVersion": 1}):
+        resp = get_policy(options)
+        refused(resp, 400, "Requested policy version (1)", "existing policy version (3)")
+        assert resp.json()["error"]["status"] == "INVALID_ARGUMENT"
+    policy = get_policy({"requestedPolicyVersion": 3}).json()
+    assert policy["version"] == 3 and conditional in policy["bindings"]
+
+    grant = {"role": "roles/logging.logWriter", "members": ["user:ops@example.test"]}
+    as_v1 = {**policy, "version": 1, "bindings": policy["bindings"] + [grant]}
+    refused(session.post(f"{crm}:setIamPolicy", json={"policy": as_v1}), 400, "version (1)", "conditional")
+    dropped = {**policy, "version": 1, "bindings": [b for b in policy["bindings"] if "condition" not in b]}
+    refused(session.post(f"{crm}:setIamPolicy", json={"policy": dropped}), 400, "existing policy version (3)")
+    written = session.post(f"{crm}:setIamPolicy", json={"policy": {**as_v1, "version": 3}})
+    assert written.status_code == 200 and written.json()["version"] == 3
+    again = get_policy({"requestedPolicyVersion": 3}).json()
+    assert conditional in again["bindings"] and grant in again["bindings"]
