@@ -48,15 +48,43 @@ def test_unattended_upgrades_configured_not_run(host):
     assert "Debian-Security" in host.file("/etc/apt/apt.conf.d/52vpcstack-unattended-upgrades").content_string
 
 
-def test_nftables_default_deny_with_contributed_rules(host):
+def _rules(text, port):
+    """Sources of the accept rules of a TCP port in `nft list` output, as one set."""
+    sources = set()
+    for m in re.finditer(rf"tcp dport {re.escape(str(port))} ip saddr (\{{ [^}}]+ \}}|\S+) accept", text):
+        sources |= {s.strip() for s in m[1].strip("{} ").split(",")}
+    return sources
+
+
+def test_nftables_default_deny_with_service_drop_ins(host):
     assert host.service("nftables").is_enabled
+    assert 'include "/etc/nftables.d/*.nft"' in host.file("/etc/nftables.conf").content_string
     ruleset = host.run("nft list table inet vpcstack_filter")
     assert ruleset.rc == 0
     text = ruleset.stdout
     assert "policy drop" in text.split("chain input")[1].split("}")[0]
-    assert re.search(r"tcp dport 8080 ip saddr \{ 10\.99\.0\.0/24, 198\.51\.100\.7 \} accept", text)
-    assert re.search(r"tcp dport 9100-9101 ip saddr 10\.98\.0\.0/16 accept", text)
-    assert re.search(r"tcp dport 22 ip saddr 35\.235\.240\.0/20 accept", text)
+    assert _rules(text, 22) == {"35.235.240.0/20"}
+    # The service's drop-in: every rule with sources, none for the rule without.
+    assert _rules(text, 8080) == {"10.99.0.0/24", "198.51.100.7"}
+    assert _rules(text, "9100-9101") == {"10.98.0.0/16"}
+    assert _rules(text, 8082) == set()
+    assert 'comment "test_app: exporters"' in text
+    dropin = host.file("/etc/nftables.d/test_app.nft")
+    assert dropin.exists and dropin.mode == 0o600
+    # A service whose rules all lack sources has no drop-in at all.
+    assert not host.file("/etc/nftables.d/test_closed.nft").exists
+
+
+def test_loaded_ruleset_is_the_file(host):
+    """The drop-ins were loaded when written: reloading the file (as a reboot would) changes nothing."""
+    def loaded():
+        text = host.run("nft list table inet vpcstack_filter").stdout
+        return re.sub(r"counter packets \d+ bytes \d+", "counter", text)
+
+    assert host.run("nft -c -f /etc/nftables.conf").rc == 0
+    before = loaded()
+    assert host.run("systemctl reload nftables").rc == 0
+    assert loaded() == before
 
 
 def _listen(host, port):
@@ -82,3 +110,4 @@ def test_nftables_filters_real_connections(host):
         assert not _connects(address, 2222), "a port with no allow-rule must be dropped"
     finally:
         host.run("systemctl stop probe-8081 probe-2222")
+
