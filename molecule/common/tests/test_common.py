@@ -1,8 +1,13 @@
 """Checks of the common baseline on a VM stand-in."""
 import re
 import socket
+import subprocess
+import tempfile
+from pathlib import Path
 
 OPS = "vpcops"
+# The account Ansible connects as in this scenario (molecule.yml): not the ops user, as on GCE.
+OPERATOR = "operator_example_com"
 
 
 def test_ops_user_has_sudo_and_no_password(host):
@@ -19,8 +24,11 @@ def test_ops_user_has_sudo_and_no_password(host):
 def test_sshd_effective_configuration(host):
     effective = host.run("sshd -T").stdout.lower()
     for line in ("permitrootlogin no", "passwordauthentication no", "x11forwarding no",
-                 "maxauthtries 3", f"allowusers {OPS}"):
+                 "maxauthtries 3"):
         assert line in effective, line
+    # The ops user and the account Ansible connects as, nobody else.
+    allowed = {line.split()[1] for line in effective.splitlines() if line.startswith("allowusers ")}
+    assert allowed == {OPS, OPERATOR}, allowed
     assert host.service("ssh").is_running
     assert host.service("ssh").is_enabled
 
@@ -63,7 +71,7 @@ def test_nftables_default_deny_with_service_drop_ins(host):
     assert ruleset.rc == 0
     text = ruleset.stdout
     assert "policy drop" in text.split("chain input")[1].split("}")[0]
-    assert _rules(text, 22) == {"35.235.240.0/20"}
+    assert _rules(text, 22) == {"35.235.240.0/20", "172.16.0.0/12"}
     # The service's drop-in: every rule with sources, none for the rule without.
     assert _rules(text, 8080) == {"10.99.0.0/24", "198.51.100.7"}
     assert _rules(text, "9100-9101") == {"10.98.0.0/16"}
@@ -111,3 +119,34 @@ def test_nftables_filters_real_connections(host):
     finally:
         host.run("systemctl stop probe-8081 probe-2222")
 
+
+def _ssh(address, user, key):
+    return subprocess.run(
+        ["ssh", "-i", str(key), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5",
+         "-o", "LogLevel=ERROR", f"{user}@{address}", "id -un"],
+        capture_output=True, text=True, timeout=30)
+
+
+def test_the_operator_ansible_connects_as_can_still_log_in(host):
+    """AllowUsers keeps the account Ansible connects as (ansible_user, the operator's OS Login
+    user on GCE): over real SSH it gets in, an account with the same key outside the list does not."""
+    address = host.run("hostname -I").stdout.split()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        key = Path(tmp) / "id_ed25519"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        public = key.with_suffix(".pub").read_text().strip()
+        host.run("id stranger >/dev/null 2>&1 || useradd -m -s /bin/bash stranger")
+        for user in (OPERATOR, "stranger"):
+            home = host.user(user).home
+            assert host.run(f"install -d -m 700 -o {user} -g {user} {home}/.ssh && "
+                            f"echo '{public}' > {home}/.ssh/authorized_keys && "
+                            f"chown {user}:{user} {home}/.ssh/authorized_keys && "
+                            f"chmod 600 {home}/.ssh/authorized_keys").rc == 0
+        try:
+            admitted = _ssh(address, OPERATOR, key)
+            assert admitted.returncode == 0 and admitted.stdout.strip() == OPERATOR, admitted.stderr
+            refused = _ssh(address, "stranger", key)
+            assert refused.returncode != 0 and "Permission denied" in refused.stderr, refused
+        finally:
+            host.run("userdel -r stranger")
