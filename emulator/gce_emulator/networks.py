@@ -325,6 +325,11 @@ class BackendService:
         if WWW + group not in [b["group"] for b in bs.get("backends", [])]:
             raise bad(f"Instance group '{group}' is not a backend of '{item}'", "invalid")
         spec = HealthCheck.settings(cloud.res[bs["healthChecks"][0][len(WWW):]])
+        if getattr(cloud, "dataplane", None):   # real backends: what the probes found
+            return {"kind": "compute#backendServiceGroupHealth", "healthStatus": [
+                {"instance": WWW + m["instance"], "ipAddress": m["ip"], "port": spec.get("port"),
+                 "healthState": "HEALTHY" if m["healthy"] else "UNHEALTHY"}
+                for m in cloud.dataplane.health_of(item, group)]}
         # The check's own path; a check without one (TCP, SSL, gRPC) passes while Patroni is up.
         path = spec.get("requestPath", "/health")
         members = cloud.res[group].get("_instances", [])

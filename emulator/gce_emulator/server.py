@@ -11,6 +11,7 @@ import argparse
 import datetime
 import json
 import os
+import signal
 import ssl
 import threading
 import time
@@ -19,6 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from . import compute
 from .core import ApiError, Cloud, bad, strip_private
+from .dataplane import METADATA_ADDRESS, PRIVATE_GOOGLE_ACCESS, Dataplane
+from .metadata import MetadataServer, Tokens
 from .iam import crm_api, iam_api, seed_project_bindings
 from .instances import patroni_answers
 from .networks import seed_networks
@@ -84,7 +87,9 @@ class ApiHandler(BaseHTTPRequestHandler):
             with cloud.lock:
                 cloud.tick()
                 auth = self.headers.get("Authorization", "")
-                if auth != f"Bearer {cloud.token}":
+                tokens = getattr(cloud, "tokens", None)   # service-account tokens of the instances
+                if auth != f"Bearer {cloud.token}" and not (
+                        tokens and auth.startswith("Bearer ") and tokens.principal(auth[7:])):
                     raise ApiError(401, "required", "Request is missing required authentication credential. "
                                    "Expected OAuth 2 access token, login cookie or other valid authentication "
                                    "credential.")
@@ -157,6 +162,13 @@ class ApiHandler(BaseHTTPRequestHandler):
                     if key in body:
                         setattr(cloud, key, float(body[key]))
                 return self.reply(200, {})
+            dataplane = getattr(cloud, "dataplane", None)
+            if parts == ["instance-address"] and dataplane:
+                q = urllib.parse.parse_qs(url.query)
+                ip = dataplane.instance_address(*(q.get(k, [""])[0] for k in ("project", "zone", "name")))
+                return self.reply(200, {"ip": ip}) if ip else self.reply(404, {"error": "no such running instance"})
+            if parts == ["dataplane"] and dataplane:
+                return self.reply(200, {"errors": dataplane.errors})
             if len(parts) == 3 and parts[0] == "patroni":
                 inst = next((r for p, r in cloud.res.items() if "/instances/" in p and r["name"] == parts[1]), None)
                 code = 404 if inst is None else patroni_answers(cloud, inst, "/" + parts[2])
@@ -254,15 +266,32 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m gce_emulator",
                                  description="A local emulator of the Google Cloud APIs the gce_* roles call.")
     ap.add_argument("--state-dir", required=True, help="where the CA, the port file and the pid go")
-    ap.add_argument("--project", required=True)
-    ap.add_argument("--token", required=True, help="the only bearer token accepted")
+    ap.add_argument("--project")
+    ap.add_argument("--token", help="the operator's bearer token (instances get their own)")
     ap.add_argument("--op-delay", type=float, default=0.3, help="seconds until an operation is DONE")
     ap.add_argument("--stable-delay", type=float, default=1.0, help="seconds until a changed MIG is stable")
     ap.add_argument("--health-delay", type=float, default=1.0,
                     help="seconds a started DB VM answers 503 on the fake Patroni endpoints")
     ap.add_argument("--max-seconds", type=float, default=1800, help="the process ends by itself after this")
+    ap.add_argument("--backing", choices=("memory", "docker"), default="memory",
+                    help="memory: the API only; docker: real stand-ins (dataplane.py), a metadata server and "
+                         "the APIs on Private Google Access for the instances (needs root and dockerd)")
+    ap.add_argument("--image-map", action="append", default=[], metavar="IMAGE=DOCKER_IMAGE",
+                    help="the Docker image an instance boots for a source image ending in IMAGE")
+    ap.add_argument("--oslogin-user", default="", help="the operator's OS Login account on every instance")
+    ap.add_argument("--oslogin-key-file", default="", help="its SSH public key")
+    ap.add_argument("--disk-cap-gb", type=int, default=10,
+                    help="persistent disks are sparse files of at most this size (the API keeps sizeGb)")
+    ap.add_argument("--keep", action="store_true", help="leave the stand-ins running when the process ends")
+    ap.add_argument("--teardown", action="store_true",
+                    help="remove the stand-ins of a --keep run in --state-dir, then exit")
     args = ap.parse_args(argv)
+    if args.teardown:
+        Dataplane(None, os.path.join(args.state_dir, "dataplane"), {}, "", ()).teardown()
+        return 0
 
+    if not args.project or not args.token:
+        ap.error("--project and --token are required")
     os.makedirs(args.state_dir, exist_ok=True)
     ca, cert, key = make_certs(args.state_dir)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -276,13 +305,54 @@ def main(argv=None) -> int:
     with open(tmp, "w") as fh:
         fh.write(str(port))
     os.replace(tmp, os.path.join(args.state_dir, "port"))
+    dataplane = start_backing(args, server, ca, tls) if args.backing == "docker" else None
     timer = threading.Timer(args.max_seconds, server.shutdown)
     timer.daemon = True
     timer.start()
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+        if dataplane and not args.keep:
+            dataplane.teardown()
     return 0
+
+
+def start_backing(args, server, ca: str, tls: ssl.SSLContext):
+    """Real stand-ins: the data plane, the metadata server, and the APIs where the instances reach
+    them (private.googleapis.com, by the names in their /etc/hosts)."""
+    cloud = server.cloud
+    image_map = dict(item.split("=", 1) for item in args.image_map)
+    oslogin = {}
+    if args.oslogin_user:
+        with open(args.oslogin_key_file) as fh:
+            oslogin = {"user": args.oslogin_user, "ssh-key": fh.read().strip() + "\n"}
+    cloud.tokens = Tokens()
+    cloud.dataplane = Dataplane(cloud, os.path.join(args.state_dir, "dataplane"), image_map, ca, HOSTS,
+                                disk_cap_gb=args.disk_cap_gb)
+    cloud.dataplane.start()
+    metadata = MetadataServer(cloud, cloud.tokens, oslogin, (METADATA_ADDRESS, 80))
+    apis = Server((PRIVATE_GOOGLE_ACCESS, 443), PrivateAccessHandler)
+    apis.cloud, apis.tls = cloud, tls
+    for srv in (metadata, apis):
+        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.5}, daemon=True).start()
+    return cloud.dataplane
+
+
+class PrivateAccessHandler(ApiHandler):
+    """The APIs as the instances reach them: TLS straight to the host (no CONNECT), no admin."""
+
+    in_tunnel = True
+
+    def setup(self):
+        self.request = self.server.tls.wrap_socket(self.request, server_side=True)
+        super().setup()
+
+    def handle(self):
+        try:
+            super().handle()
+        except (ssl.SSLError, OSError, ConnectionError):
+            self.close_connection = True

@@ -39,7 +39,7 @@ class Emulator:
         args = [sys.executable, "-m", "gce_emulator", "--state-dir", str(workdir),
                 "--project", PROJECT, "--token", TOKEN, "--max-seconds", "1500"]
         for key, value in opts.items():
-            args += ["--" + key.replace("_", "-"), str(value)]
+            args += ["--" + key.replace("_", "-")] + ([str(value)] if value != "" else [])
         self.log = open(workdir / "emulator.log", "wb")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
                                      env={**os.environ, "PYTHONPATH": str(EMULATOR)})
