@@ -135,7 +135,10 @@ class Cloud:
         self.sas: dict[str, dict] = {}       # email -> service account
         self.buckets: dict[str, dict] = {}
         self.policies: dict[str, dict] = {}  # "project:p" / "bucket:b" / "secret:s" -> IAM policy
-        self.secrets: dict[str, dict] = {}   # secret id -> secret (no versions: values never here)
+        self.secrets: dict[str, dict] = {}   # secret id -> secret (its versions' values: secret_values)
+        self.secret_values: dict[str, list[bytes]] = {}   # never shown by the admin endpoints
+        self.caller: str | None = None       # the service account of the request being answered
+        self.tokens = self.dataplane = self.gcs = None   # --backing docker (server.start_backing)
         self.calls: list[dict] = []
         self.ids = itertools.count(1000000000000000000)
         self.suffix = itertools.count(0)

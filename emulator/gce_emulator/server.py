@@ -21,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from . import compute
 from .core import ApiError, Cloud, bad, strip_private
 from .dataplane import METADATA_ADDRESS, PRIVATE_GOOGLE_ACCESS, Dataplane
+from .gcs import OBJECT_PATH, FakeGcs
 from .metadata import MetadataServer, Tokens
 from .iam import crm_api, iam_api, seed_project_bindings
 from .instances import patroni_answers
@@ -75,6 +76,9 @@ class ApiHandler(BaseHTTPRequestHandler):
         cloud: Cloud = self.server.cloud
         host = (self.headers.get("Host") or "").split(":")[0]
         url = urllib.parse.urlsplit(self.path)
+        if getattr(cloud, "gcs", None) and host in ("storage.googleapis.com", "www.googleapis.com") \
+                and OBJECT_PATH.match(url.path):
+            return self.handle_objects(method, host, url)
         query = urllib.parse.parse_qs(url.query)
         style = "new" if host in ("iam.googleapis.com", "cloudresourcemanager.googleapis.com",
                                   "secretmanager.googleapis.com") else "compute"
@@ -83,16 +87,17 @@ class ApiHandler(BaseHTTPRequestHandler):
         status, out = 500, None
         try:
             body = self.read_body()
-            entry["body"] = body
+            # secret values never reach the call log
+            entry["body"] = {"payload": "(redacted)"} if url.path.endswith(":addVersion") else body
             with cloud.lock:
                 cloud.tick()
-                auth = self.headers.get("Authorization", "")
-                tokens = getattr(cloud, "tokens", None)   # service-account tokens of the instances
-                if auth != f"Bearer {cloud.token}" and not (
-                        tokens and auth.startswith("Bearer ") and tokens.principal(auth[7:])):
+                if not self.authorized(cloud):
                     raise ApiError(401, "required", "Request is missing required authentication credential. "
                                    "Expected OAuth 2 access token, login cookie or other valid authentication "
                                    "credential.")
+                # the service account behind an instance's token (None: the operator)
+                auth = self.headers.get("Authorization", "")
+                cloud.caller = cloud.tokens.principal(auth[7:]) if getattr(cloud, "tokens", None) else None
                 if host in ("compute.googleapis.com", "www.googleapis.com") and url.path.startswith("/compute/v1/"):
                     out = compute.api(cloud, method, url.path, query, body)
                 elif host == "iam.googleapis.com":
@@ -113,6 +118,42 @@ class ApiHandler(BaseHTTPRequestHandler):
         with cloud.lock:
             cloud.calls.append(entry)
         self.reply(status, out)
+
+    def authorized(self, cloud: Cloud) -> bool:
+        auth = self.headers.get("Authorization", "")
+        tokens = getattr(cloud, "tokens", None)   # service-account tokens of the instances
+        return auth == f"Bearer {cloud.token}" or bool(
+            tokens and auth.startswith("Bearer ") and tokens.principal(auth[7:]))
+
+    def handle_objects(self, method: str, host: str, url) -> None:
+        """Objects: checked here, kept by fake-gcs-server (gcs.py)."""
+        cloud: Cloud = self.server.cloud
+        bucket = OBJECT_PATH.match(url.path).group(1)
+        entry = {"t": round(time.time(), 3), "method": method, "host": host, "path": url.path, "query": url.query}
+        with cloud.lock:
+            error = None
+            if not self.authorized(cloud):
+                error = ApiError(401, "required", "Anonymous caller does not have storage.objects access.")
+            elif bucket not in cloud.buckets:
+                error = ApiError(404, "notFound", "The specified bucket does not exist.")
+        if error:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            entry["status"] = error.code
+            with cloud.lock:
+                cloud.calls.append(entry)
+            return self.reply(error.code, error.body("compute"))
+        status, headers, data = cloud.gcs.relay(self, method)
+        entry["status"] = status
+        with cloud.lock:
+            cloud.calls.append(entry)
+        self.send_response(status)
+        for key, value in headers:
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def do_GET(self):
         if self.path.startswith(ADMIN):
@@ -316,8 +357,10 @@ def main(argv=None) -> int:
         pass
     finally:
         server.server_close()
-        if dataplane and not args.keep:
-            dataplane.teardown()
+        if dataplane:
+            server.cloud.gcs.stop()
+            if not args.keep:
+                dataplane.teardown()
     return 0
 
 
@@ -331,6 +374,7 @@ def start_backing(args, server, ca: str, tls: ssl.SSLContext):
         with open(args.oslogin_key_file) as fh:
             oslogin = {"user": args.oslogin_user, "ssh-key": fh.read().strip() + "\n"}
     cloud.tokens = Tokens()
+    cloud.gcs = FakeGcs(args.state_dir)
     cloud.dataplane = Dataplane(cloud, os.path.join(args.state_dir, "dataplane"), image_map, ca, HOSTS,
                                 disk_cap_gb=args.disk_cap_gb)
     cloud.dataplane.start()

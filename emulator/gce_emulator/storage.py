@@ -1,8 +1,5 @@
-"""Cloud Storage, buckets only (create, get, update) and their IAM policies: what the roles
-manage. Objects are out of scope.
-
-Its own module because fake-gcs-server will take over Cloud Storage later; this is the part
-to replace.
+"""Cloud Storage buckets (create, get, update) and their IAM policies: what the roles manage.
+Objects are fake-gcs-server's (gcs.py), which gets every bucket created here.
 """
 from __future__ import annotations
 
@@ -28,6 +25,8 @@ def storage_api(cloud, method, path, query, body):
             raise ApiError(409, "conflict", "Your previous request to create the named bucket succeeded and you "
                            "already own it.")
         bucket = bucket_resource(cloud, name, body, None)
+        if getattr(cloud, "gcs", None):   # objects live in fake-gcs-server (gcs.py)
+            cloud.gcs.create_bucket(name, bucket["location"])
         cloud.buckets[name] = bucket
         return bucket
     m = re.match(r"^/storage/v1/b/([^/]+)(/iam)?$", path)

@@ -81,11 +81,12 @@ class Emulator:
         })
         return env
 
-    def stop(self):
+    def stop(self, timeout: float = 10):
+        """SIGTERM; with real stand-ins the emulator removes them first (give it the time)."""
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(10)
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
         self.log.close()
