@@ -5,7 +5,7 @@ The inventory is inventories/customer-x copied with another project id and nothi
 (a test checks the difference); credentials and endpoint come from the environment, as an
 operator's would: the emulator's proxy and CA, its token, the IAP tunnel (emulator/bin/gcloud)
 and the operator's OS Login key. Every wait is bounded; the stand-ins go at the end unless
-CUSTOMER_KEEP=1.
+CUSTOMER_KEEP=1 (then the run prints how to remove them).
 """
 from __future__ import annotations
 
@@ -76,7 +76,8 @@ class CustomerStack:
         state.mkdir()
         self.emulator = gce_harness.Emulator(
             state, project=PROJECT, backing="docker", image_map=f"family/debian-12={IMAGE}",
-            oslogin_user=OPERATOR, oslogin_key_file=f"{self.key}.pub", max_seconds=7200)
+            oslogin_user=OPERATOR, oslogin_key_file=f"{self.key}.pub", max_seconds=7200,
+            **({"keep": ""} if os.environ.get("CUSTOMER_KEEP") == "1" else {}))
         self.emulator.admin("seed", {"networks": [{"name": "customer-x-vpc"}]})
         self.inventory = customer_inventory(self.dir / "inventory", PROJECT)
         self.env = self.emulator.env()
@@ -136,5 +137,8 @@ class CustomerStack:
 
     def close(self) -> None:
         self.emulator.stop(timeout=120)
-        if os.environ.get("CUSTOMER_KEEP") != "1":
+        if os.environ.get("CUSTOMER_KEEP") == "1":
+            print(f"\nkept: {self.dir}; remove the stand-ins with: PYTHONPATH=emulator python -m gce_emulator "
+                  f"--teardown --state-dir {self.dir / 'emulator'}")
+        else:
             shutil.rmtree(self.dir, ignore_errors=True)

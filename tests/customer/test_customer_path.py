@@ -6,15 +6,19 @@ table. Runs by name (make test-customer); figures in the terminal summary.
 """
 from __future__ import annotations
 
+import base64
 import filecmp
 import json
 import re
 import subprocess
 import time
 
+import gce_harness
 from customer_harness import CUSTOMER, PROJECT
 
 DB_VIP = "10.20.2.5"          # host 5 of gce_db_subnet_cidr (roles/gce_db_lb)
+APP_VIP = "10.20.1.5"         # host 5 of gce_app_subnet_cidr (roles/gce_app_lb)
+TOY = "/address/exposure/direct?address=1BQAPyku1ZibWGAgd8QePpW1vAKHowqLez"
 DB_MEMBERS = {"vpcstack-db-1": "10.20.2.11", "vpcstack-db-2": "10.20.2.12", "vpcstack-db-3": "10.20.2.13"}
 
 
@@ -74,7 +78,7 @@ def through_endpoint(stack, source: str, sql: str, timeout: int = 8) -> subproce
     """psql from an instance to the database endpoint (the internal LB), verify-full, as the app."""
     password = (stack.home / ".local/share/vpcstack" / PROJECT / "vpcstack/postgresql/exposure_app.password").read_text().strip()
     ca = (stack.home / ".local/share/vpcstack" / PROJECT / "vpcstack/pki/ca.crt").read_text()
-    script = (f"umask 077; printf '%s' {json.dumps(ca)} > /tmp/ca.crt; "
+    script = (f"umask 077; echo {base64.b64encode(ca.encode()).decode()} | base64 -d > /tmp/ca.crt; "
               f"PGPASSWORD=$(cat) PGCONNECT_TIMEOUT={timeout} psql 'host={DB_VIP} dbname=exposure user=exposure_app "
               f"sslmode=verify-full sslrootcert=/tmp/ca.crt' -Atc {json.dumps(sql)}")
     return subprocess.run(["docker", "exec", "-i", stack.instance(source), "bash", "-c", script], input=password,
@@ -112,7 +116,48 @@ def test_database_endpoint_follows_a_switchover(stack):
 
 
 def test_database_subnet_closed_to_other_sources(stack):
-    stack.create_client("client-other", "10.30.1.0/24", "10.30.1.10")
+    stack.create_client("client-other", "10.30.1.0/24", "10.30.1.10")   # outside every source
     out = through_endpoint(stack, "client-other", "select 1", timeout=4)
     assert out.returncode != 0
     assert re.search(r"timeout|timed out", out.stderr), out.stderr
+
+
+def test_backups_in_the_gcs_bucket(stack):
+    """pgBackRest writes the backup bucket as the VM's service account (metadata token, Private
+    Google Access), and the objects are in the bucket."""
+    out = stack.sh(leader(stack), "sudo -u postgres pgbackrest --stanza=vpcstack --output=json info")
+    assert out.returncode == 0, out.stdout + out.stderr
+    info = json.loads(out.stdout)[0]
+    assert info["status"]["code"] == 0 and info["backup"], info
+    session = gce_harness.api_session(stack.emulator)
+    listing = session.get("https://storage.googleapis.com/storage/v1/b/customer-x-prod-vpcstack-backups/o",
+                          params={"prefix": "pgbackrest/"}).json()
+    assert any("/backup/" in item["name"] for item in listing.get("items", [])), listing
+
+
+def curl(container: str, url: str, timeout: int = 5) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", "exec", container, "curl", "-sS", "-m", str(timeout), url],
+                          capture_output=True, text=True, timeout=timeout + 20)
+
+
+def test_toy_request_through_the_app_load_balancer_from_the_allowlist(stack):
+    client = stack.create_client("client-allowed", "10.10.1.0/24", "10.10.1.10")   # in 10.10.0.0/16
+    deadline, out = time.time() + 60, None
+    while time.time() < deadline:
+        out = curl(client, f"http://{APP_VIP}:8080{TOY}")
+        if out.returncode == 0:
+            break
+        time.sleep(2)
+    assert out.returncode == 0, out.stderr
+    answer = json.loads(out.stdout)
+    assert answer["success"] is True
+    assert sorted((r["address"], r["inflows"], r["outflows"]) for r in answer["data"]) == [
+        ("1FGhgLbMzrUV5mgwX9nkEeqHbKbUK29nbQ", "0", "0.01733177"),
+        ("1Huro4zmi1kD1Ln4krTgJiXMYrAkEd4YSh", "0.01733177", "0")]
+
+
+def test_outside_the_allowlist_nothing_answers(stack):
+    client = stack.create_client("client-other", "10.30.1.0/24", "10.30.1.10")
+    assert "timed out" in curl(client, f"http://{APP_VIP}:8080/livez", 4).stderr
+    app_ip = stack.sh(app_instance(stack), "hostname -I").stdout.split()[0]
+    assert "timed out" in curl(client, f"http://{app_ip}:8080/livez", 4).stderr
