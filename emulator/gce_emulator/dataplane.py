@@ -201,6 +201,7 @@ class Dataplane:
         """collection -> {path: resource}, copied under the API's lock."""
         out: dict[str, dict[str, dict]] = {}
         with self.cloud.lock:
+            self.cloud.tick()   # operations complete by time, not only when the next call comes
             for path, res in self.cloud.res.items():
                 parts = path.split("/")
                 if len(parts) >= 2:
@@ -313,6 +314,7 @@ class Dataplane:
             running = inst.get("status") in ("RUNNING", "PROVISIONING", "STAGING")
             try:
                 if cur is None and running:
+                    LOG.info("creating the stand-in of %s", path)
                     self.create_container(path, inst, snap, networks, disks)
                 elif cur and running and cur["state"] != "running":
                     run("docker", "start", cur["name"])
@@ -320,6 +322,7 @@ class Dataplane:
                     run("docker", "stop", "-t", "90", cur["name"])
                 self.errors.pop(path, None)
             except RuntimeError as exc:
+                LOG.warning("%s: %s", path, exc)
                 self.errors[path] = str(exc)
 
     def create_container(self, path, inst, snap, networks, disks) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import logging
 import os
 import signal
 import ssl
@@ -346,6 +347,7 @@ def main(argv=None) -> int:
     with open(tmp, "w") as fh:
         fh.write(str(port))
     os.replace(tmp, os.path.join(args.state_dir, "port"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     dataplane = start_backing(args, server, ca, tls) if args.backing == "docker" else None
     timer = threading.Timer(args.max_seconds, server.shutdown)
     timer.daemon = True

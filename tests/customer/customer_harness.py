@@ -133,7 +133,7 @@ class CustomerStack:
             if subprocess.run(["docker", "exec", self.instance(name), "true"], capture_output=True).returncode == 0:
                 return self.instance(name)
             time.sleep(2)
-        raise AssertionError(f"client {name} did not start")
+        raise AssertionError(f"client {name} did not start: {self.emulator.admin('dataplane')}")
 
     def close(self) -> None:
         self.emulator.stop(timeout=120)

@@ -68,10 +68,15 @@ def test_pgdata_and_etcd_live_on_the_persistent_data_disk(stack):
         assert data_dir.startswith("/data/"), data_dir
 
 
-def leader(stack) -> str:
+def members(stack) -> dict[str, str]:
+    """member -> role (Leader, Sync Standby, Replica), as Patroni reports it."""
     out = stack.sh("vpcstack-db-1", "patronictl -c /etc/patroni/config.yml list -f json")
     assert out.returncode == 0, out.stderr
-    return next(m["Member"] for m in json.loads(out.stdout) if m["Role"] == "Leader")
+    return {m["Member"]: m["Role"] for m in json.loads(out.stdout)}
+
+
+def leader(stack) -> str:
+    return next(name for name, role in members(stack).items() if role == "Leader")
 
 
 def through_endpoint(stack, source: str, sql: str, timeout: int = 8) -> subprocess.CompletedProcess:
@@ -100,11 +105,13 @@ def test_database_endpoint_is_the_primary_over_tls(stack):
 
 
 def test_database_endpoint_follows_a_switchover(stack):
+    roles = members(stack)
     old = leader(stack)
-    new = next(n for n in DB_MEMBERS if n != old)
+    # synchronous mode: only the synchronous standby may take over
+    new = next(n for n, role in sorted(roles.items(), key=lambda kv: kv[1] != "Sync Standby") if n != old)
     out = stack.sh("vpcstack-db-1", f"patronictl -c /etc/patroni/config.yml switchover --leader {old} "
                                     f"--candidate {new} --force", timeout=90)
-    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.returncode == 0 and "failed" not in out.stdout.lower(), out.stdout + out.stderr
     deadline, seen = time.time() + 60, None
     while time.time() < deadline:
         res = through_endpoint(stack, app_instance(stack), "select inet_server_addr(), pg_is_in_recovery()", 3)
