@@ -234,8 +234,11 @@ class Dataplane:
             name, bridge = self.network_name(path), self.bridge_name(path)
             cidr = ipaddress.ip_network(sub["ipCidrRange"])
             if name not in existing:
+                # Docker's own masquerading would come before ours and hide every client address
+                # between subnets: NAT_KEEP_CHAIN masquerades only what leaves the VPC.
                 run("docker", "network", "create", "--driver", "bridge", "--subnet", str(cidr),
                     "--gateway", str(cidr[1]), "-o", f"com.docker.network.bridge.name={bridge}",
+                    "-o", "com.docker.network.bridge.enable_ip_masquerade=false",
                     "--label", "gce-emulator=1", "--label", f"gce-emulator.owner={self.owner}",
                     "--label", f"gce-emulator.subnetwork={path}", name)
             out[path] = {"name": name, "bridge": bridge, "cidr": cidr, "vpc": short(sub["network"])}
@@ -410,11 +413,14 @@ class Dataplane:
                                                    "-j", verdict]))
             lines.append(f"-A {FILTER_CHAIN} -d {a['ip']}/32 -j DROP")   # the implied deny
         self.apply("filter", FILTER_CHAIN, lines)
-        # Inside a VPC addresses are kept: no masquerading between its subnets.
+        # Inside a VPC addresses are kept (no masquerading between its subnets); what leaves it
+        # (egress to Debian's mirror, as Cloud NAT would carry it) is masqueraded.
         keep = []
         for vpc in sorted({n["vpc"] for n in networks.values()}):
             cidrs = sorted(str(n["cidr"]) for n in networks.values() if n["vpc"] == vpc)
             keep += [f"-A {NAT_KEEP_CHAIN} -s {s} -d {d} -j ACCEPT" for s in cidrs for d in cidrs if s != d]
+            keep += [f"-A {NAT_KEEP_CHAIN} -s {n['cidr']} ! -o {n['bridge']} -j MASQUERADE"
+                     for n in sorted(networks.values(), key=lambda n: str(n["cidr"])) if n["vpc"] == vpc]
         self.apply("nat", NAT_KEEP_CHAIN, keep)
 
     def apply(self, table: str, chain: str, lines: list[str]) -> None:

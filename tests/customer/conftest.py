@@ -1,6 +1,12 @@
 """pytest wiring for tests/customer (the harness is customer_harness.py)."""
+import re
+import subprocess
+import sys
+
 import pytest
-from customer_harness import CustomerStack
+from customer_harness import ROOT, CustomerStack
+
+VERSION = re.search(r'__version__ = "([^"]+)"', (ROOT / "app/exposure_api/__init__.py").read_text())[1]
 
 FIGURES: dict[str, str] = {}
 
@@ -8,6 +14,10 @@ FIGURES: dict[str, str] = {}
 @pytest.fixture(scope="session")
 def stack():
     """An emulated customer project built by site.yml from nothing, then run again."""
+    # The release customer-x pins is the checkout's; its wheelhouse is built here, with this
+    # machine's own pip settings (the playbooks run with the project's own HOME).
+    if not (ROOT / "dist" / "wheelhouse" / VERSION / "SHA256SUMS").exists():
+        subprocess.run(["app/devtools/build-wheelhouse.sh", sys.executable], cwd=ROOT, check=True, timeout=900)
     s = CustomerStack()
     # a development stack: the synthetic data with the toy's documented rows (app/README.md)
     first = s.playbook("site.yml", "-e", "app_seed_flows=2000")

@@ -109,7 +109,9 @@ def test_database_endpoint_follows_a_switchover(stack):
     old = leader(stack)
     # synchronous mode: only the synchronous standby may take over
     new = next(n for n, role in sorted(roles.items(), key=lambda kv: kv[1] != "Sync Standby") if n != old)
-    out = stack.sh("vpcstack-db-1", f"patronictl -c /etc/patroni/config.yml switchover --leader {old} "
+    # the REST API's credentials for unsafe calls, as the Patroni unit has them
+    out = stack.sh("vpcstack-db-1", "set -a; . /etc/patroni/patroni.env; set +a; "
+                                    f"patronictl -c /etc/patroni/config.yml switchover --leader {old} "
                                     f"--candidate {new} --force", timeout=90)
     assert out.returncode == 0 and "failed" not in out.stdout.lower(), out.stdout + out.stderr
     deadline, seen = time.time() + 60, None
