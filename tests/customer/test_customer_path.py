@@ -2,7 +2,7 @@
 
 The same inventory as inventories/customer-x (only the project differs), unmodified roles and
 google.cloud modules; what the emulator models and what it does not is docs/gce.md's fidelity
-table. Runs by name (make test-customer); figures in the terminal summary.
+table. `make test-customer`, part of `make test`; figures in the terminal summary.
 """
 from __future__ import annotations
 

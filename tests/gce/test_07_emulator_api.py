@@ -3,6 +3,9 @@ Google's error shape. Sources: the discovery documents of google-api-python-clie
 Resource Manager v1), quoted in the emulator's modules."""
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
 from gce_harness import PROJECT, api_session, start_double, wait_op
 
@@ -143,3 +146,15 @@ def test_conditional_binding_needs_policy_version_3(api):
     assert written.status_code == 200 and written.json()["version"] == 3
     again = get_policy({"requestedPolicyVersion": 3}).json()
     assert conditional in again["bindings"] and grant in again["bindings"]
+
+
+def test_secret_versions_hold_values_that_never_reach_the_call_log(api):
+    emulator, session = api
+    sm = f"https://secretmanager.googleapis.com/v1/projects/{PROJECT}/secrets"
+    assert session.post(f"{sm}?secretId=s-versions", json={"replication": {"automatic": {}}}).status_code == 200
+    refused(session.get(f"{sm}/s-versions/versions/latest:access"), 404, "not found")
+    value = base64.b64encode(b"v-secret-1").decode()
+    assert session.post(f"{sm}/s-versions:addVersion", json={"payload": {"data": value}}).status_code == 200
+    got = session.get(f"{sm}/s-versions/versions/latest:access").json()
+    assert got["name"].endswith("/versions/1") and got["payload"]["data"] == value
+    assert value not in json.dumps(emulator.calls())
