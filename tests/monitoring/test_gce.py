@@ -23,6 +23,7 @@ from conftest import REPO, run
 
 GCE = REPO / "monitoring/gce"
 TOOLS = REPO / "monitoring/tools"
+OPS_AGENT = REPO / "roles/ops_agent/files"   # the configuration per kind of host
 KIND_GROUP = {"db.yaml": "db", "app.yaml": "app", "cache.yaml": "cache"}
 # Endpoints that exist only on the local stack (Google's load balancers replace HAProxy; there is
 # no Prometheus server on GCE).
@@ -37,7 +38,7 @@ def prometheus_jobs() -> list[dict]:
 
 @pytest.mark.parametrize("kind", sorted(KIND_GROUP))
 def test_ops_agent_scrapes_the_same_endpoints_as_prometheus(kind):
-    config = yaml.safe_load((GCE / "ops-agent" / kind).read_text())
+    config = yaml.safe_load((OPS_AGENT / kind).read_text())
     receivers = config["metrics"]["receivers"]
     pipelines = config["metrics"]["service"]["pipelines"]
     assert {r for p in pipelines.values() for r in p["receivers"]} == set(receivers)
@@ -60,7 +61,7 @@ def test_ops_agent_scrapes_the_same_endpoints_as_prometheus(kind):
 
 @pytest.mark.parametrize("kind", sorted(KIND_GROUP))
 def test_ops_agent_scrape_configs_are_valid_prometheus(kind, tmp_path, promtool):
-    config = yaml.safe_load((GCE / "ops-agent" / kind).read_text())
+    config = yaml.safe_load((OPS_AGENT / kind).read_text())
     ca = tmp_path / "ca.crt"
     ca.write_text("")
     jobs = [copy.deepcopy(j) for r in config["metrics"]["receivers"].values() for j in r["config"]["scrape_configs"]]
