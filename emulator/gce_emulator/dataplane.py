@@ -168,6 +168,7 @@ class Dataplane:
         self.health = HealthChecker()
         self.applied: dict[str, str] = {}     # what -> fingerprint of the rules last applied
         self.errors: dict[str, str] = {}      # resource -> last error (served by the admin API)
+        self.host_errors: dict[str, float] = {}   # instance -> time its host comes back (host_error)
         self.stop_event = threading.Event()
 
     # ------------------------------------------------------------------ lifecycle
@@ -315,6 +316,9 @@ class Dataplane:
         for path, inst in want.items():
             cur = have.get(path)
             running = inst.get("status") in ("RUNNING", "PROVISIONING", "STAGING")
+            if self.host_errors.get(path, 0) > time.time():
+                continue                          # its host is down: no restart before then
+            self.host_errors.pop(path, None)
             try:
                 if cur is None and running:
                     LOG.info("creating the stand-in of %s", path)
@@ -327,6 +331,14 @@ class Dataplane:
             except RuntimeError as exc:
                 LOG.warning("%s: %s", path, exc)
                 self.errors[path] = str(exc)
+
+    def host_error(self, path: str, down_seconds: float) -> bool:
+        """The instance's host fails: every process stops at once (SIGKILL, no shutdown: no
+        service releases anything) and the instance stays down for down_seconds, then restarts
+        from its disks, as Compute Engine's automatic restart after a host error does."""
+        name = self.container_name(path)
+        self.host_errors[path] = time.time() + down_seconds   # before the kill: no restart in between
+        return run("docker", "kill", "--signal", "KILL", name, check=False).returncode == 0
 
     def create_container(self, path, inst, snap, networks, disks) -> None:
         name = self.container_name(path)
@@ -357,8 +369,9 @@ class Dataplane:
         run("docker", "start", name)
 
     def guest_tar(self) -> bytes:
-        """The guest environment's files, as a tar for `docker cp`: the unit and its enablement,
-        the agent script and the emulator's CA (trusted like a public one)."""
+        """The guest environment's files, as a tar for `docker cp`: the units and their enablement
+        (the agent; fstab's mounts at boot), the agent script and the emulator's CA (trusted like
+        a public one)."""
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
             def add(name: str, data: bytes, mode: int = 0o644):
@@ -368,6 +381,10 @@ class Dataplane:
             add("etc/systemd/system/gce-guest.service", (GUEST_DIR / "gce-guest.service").read_bytes())
             link = tarfile.TarInfo("etc/systemd/system/multi-user.target.wants/gce-guest.service")
             link.type, link.linkname = tarfile.SYMTYPE, "/etc/systemd/system/gce-guest.service"
+            tar.addfile(link)
+            add("etc/systemd/system/gce-fstab.service", (GUEST_DIR / "gce-fstab.service").read_bytes())
+            link = tarfile.TarInfo("etc/systemd/system/local-fs.target.wants/gce-fstab.service")
+            link.type, link.linkname = tarfile.SYMTYPE, "/etc/systemd/system/gce-fstab.service"
             tar.addfile(link)
             add("usr/lib/gce-emulator/guest.sh", (GUEST_DIR / "guest.sh").read_bytes(), 0o755)
             add("usr/local/share/ca-certificates/gce-emulator.crt", self.ca_file.read_bytes())

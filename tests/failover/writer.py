@@ -35,6 +35,9 @@ def main() -> int:
     ap.add_argument("--max-rows", type=int, default=100000)
     ap.add_argument("--stop-file", default="/tmp/failover-writer.stop")
     ap.add_argument("--start-id", type=int, default=1)
+    ap.add_argument("--tcp-user-timeout-ms", type=int, default=5000,
+                    help="give up on a connection whose sent data stays unacknowledged this long (a frozen "
+                         "or vanished server: keepalives do not fire while a query is outstanding)")
     args = ap.parse_args()
     if "PGPASSWORD" not in os.environ:
         print("writer: PGPASSWORD is not set", file=sys.stderr)
@@ -43,6 +46,7 @@ def main() -> int:
     dsn = (f"host={args.host} port={args.port} dbname={args.dbname} user={args.user} "
            f"sslmode=verify-full sslrootcert={args.sslrootcert} connect_timeout=2 "
            "keepalives=1 keepalives_idle=2 keepalives_interval=1 keepalives_count=2 "
+           f"tcp_user_timeout={args.tcp_user_timeout_ms} "
            "application_name=failover-writer")
     deadline = time.monotonic() + args.duration
     conn = None
