@@ -5,7 +5,7 @@
 # switchover, a host error and a partition of the primary under writes (0 acknowledged writes lost),
 # the toy request through the app's internal LB from the allowlist and nothing from outside it,
 # backups in the GCS bucket and a point-in-time restore from it into a VM restore.yml creates.
-# Included by the Makefile; part of `make test` (about 20 minutes here).
+# Included by the Makefile; part of `make test` (its run time: docs/gce.md).
 .PHONY: test-customer
 
 test-customer: setup
