@@ -378,14 +378,15 @@ class Dataplane:
                 info = tarfile.TarInfo(name)
                 info.size, info.mode, info.mtime = len(data), mode, int(time.time())
                 tar.addfile(info, io.BytesIO(data))
-            add("etc/systemd/system/gce-guest.service", (GUEST_DIR / "gce-guest.service").read_bytes())
-            link = tarfile.TarInfo("etc/systemd/system/multi-user.target.wants/gce-guest.service")
-            link.type, link.linkname = tarfile.SYMTYPE, "/etc/systemd/system/gce-guest.service"
-            tar.addfile(link)
-            add("etc/systemd/system/gce-fstab.service", (GUEST_DIR / "gce-fstab.service").read_bytes())
-            link = tarfile.TarInfo("etc/systemd/system/local-fs.target.wants/gce-fstab.service")
-            link.type, link.linkname = tarfile.SYMTYPE, "/etc/systemd/system/gce-fstab.service"
-            tar.addfile(link)
+
+            def unit(name: str, wanted_by: str):
+                """The unit file, enabled as `systemctl enable` would (a symlink in <target>.wants)."""
+                add(f"etc/systemd/system/{name}", (GUEST_DIR / name).read_bytes())
+                link = tarfile.TarInfo(f"etc/systemd/system/{wanted_by}.wants/{name}")
+                link.type, link.linkname = tarfile.SYMTYPE, f"/etc/systemd/system/{name}"
+                tar.addfile(link)
+            unit("gce-guest.service", "multi-user.target")
+            unit("gce-fstab.service", "local-fs.target")
             add("usr/lib/gce-emulator/guest.sh", (GUEST_DIR / "guest.sh").read_bytes(), 0o755)
             add("usr/local/share/ca-certificates/gce-emulator.crt", self.ca_file.read_bytes())
         return buf.getvalue()

@@ -214,10 +214,11 @@ class ApiHandler(BaseHTTPRequestHandler):
             if parts == ["host-error"] and method == "POST" and dataplane:
                 # a fault Google injects, not an API call: the instance's host fails (tests only)
                 body = self.read_body() or {}
+                down = float(body.get("down_seconds", 60))
                 path = next((p for p, r in cloud.res.items() if "/instances/" in p and r["name"] == body.get("instance")), None)
-                if path is None or not dataplane.host_error(path, float(body.get("down_seconds", 60))):
+                if path is None or not dataplane.host_error(path, down):
                     return self.reply(404, {"error": "no such running instance"})
-                return self.reply(200, {"instance": path, "down_seconds": float(body.get("down_seconds", 60))})
+                return self.reply(200, {"instance": path, "down_seconds": down})
             if len(parts) == 3 and parts[0] == "patroni":
                 inst = next((r for p, r in cloud.res.items() if "/instances/" in p and r["name"] == parts[1]), None)
                 code = 404 if inst is None else patroni_answers(cloud, inst, "/" + parts[2])
