@@ -182,15 +182,18 @@ def longest_pause(acks: dict[int, float]) -> float:
     return max((b - a for a, b in zip(times, times[1:])), default=0.0)
 
 
-def wait_for_primary(stack, member: str, seconds: int = 90) -> str:
-    deadline, seen = time.time() + seconds, None
+def wait_for_primary(stack, accept, seconds: int = 90) -> tuple[str | None, str]:
+    """The member the endpoint reaches as a writable primary once `accept(member)` holds, and the
+    last answer seen (None and that answer after `seconds`)."""
+    deadline, seen = time.time() + seconds, ""
     while time.time() < deadline:
         res = through_endpoint(stack, app_instance(stack), "select inet_server_addr(), pg_is_in_recovery()", 3)
         seen = res.stdout.strip()
-        if seen == f"{DB_MEMBERS[member]}|f":
-            break
+        member = next((n for n, ip in DB_MEMBERS.items() if seen == f"{ip}|f"), None)
+        if member and accept(member):
+            return member, seen
         time.sleep(1)
-    return seen
+    return None, seen
 
 
 def test_database_endpoint_follows_a_switchover_under_writes(stack):
@@ -208,7 +211,7 @@ def test_database_endpoint_follows_a_switchover_under_writes(stack):
     out = stack.sh("vpcstack-db-1", "set -a; . /etc/patroni/patroni.env; set +a; "
                                     f"patronictl -c /etc/patroni/config.yml switchover --leader {old} "
                                     f"--candidate {new} --force", timeout=90)
-    seen = wait_for_primary(stack, new)
+    _, seen = wait_for_primary(stack, lambda member: member == new)
     time.sleep(5)
     acks, servers, errors = writer.stop()
     assert out.returncode == 0 and "failed" not in out.stdout.lower(), out.stdout + out.stderr
@@ -242,37 +245,52 @@ def wait_until_rejoined(stack, old: str, seconds: int = 180) -> dict[str, str]:
     return roles
 
 
+class FailoverRun:
+    """A fault on the primary under the writer: who took over, the members afterwards, the writes."""
+
+    def __init__(self, stack, start_id: int, fault, while_cut_off=lambda old: None, heal=lambda old: None):
+        self.old = leader(stack)
+        writer = Writer(stack, app_instance(stack), start_id=start_id)
+        time.sleep(5)
+        self.fault_at = time.time()
+        fault(self.old)
+        try:
+            self.new, self.seen = wait_for_primary(stack, lambda member: member != self.old, 120)
+            self.while_cut_off = while_cut_off(self.old)
+        finally:
+            heal(self.old)
+        self.roles = wait_until_rejoined(stack, self.old)
+        time.sleep(10)    # writes continue while the old primary is back: none may be lost
+        self.final = members(stack)
+        self.acks, self.servers, self.errors = writer.stop()
+        self.stack = stack
+
+    def check(self) -> float:
+        """The assertions both faults share; the seconds from the fault to the new primary's first write."""
+        assert self.new, f"no other member became the endpoint's primary within 120 s (last seen {self.seen!r})"
+        assert rejoined(self.roles, self.old), self.roles
+        assert self.final.get(self.new) == "Leader" and list(self.final.values()).count("Leader") == 1, (self.roles, self.final)
+        # the writer carried on against the new primary
+        first_after = min((t for i, t in self.acks.items()
+                           if self.servers[i] == DB_MEMBERS[self.new] and t > self.fault_at), default=None)
+        assert first_after is not None, self.errors[-5:]
+        assert lost_writes(self.stack, self.acks) == []
+        return first_after - self.fault_at
+
+    def figures(self, first_write: float, event: str) -> str:
+        return (f"{len(self.acks)} acknowledged writes, 0 lost; first write acknowledged by the new primary "
+                f"{first_write:.1f} s after the {event} (Patroni ttl 20 s, LB check 2 s x 2); {len(self.errors)} "
+                f"failed attempts; the old primary rejoined ({self.roles[self.old]})")
+
+
 def test_a_host_error_on_the_primary_fails_over_under_writes(stack):
     """The primary's host fails (the emulator's host-error fault: every process killed at once,
     the VM down for 60 s, then restarted from its disks as GCE's automatic restart does): the
     synchronous standby takes over once the leader key expires, the endpoint's health check moves
     traffic to it, and no acknowledged write is lost; restarted, the old primary rejoins as a
     replica beside one leader."""
-    old = leader(stack)
-    writer = Writer(stack, app_instance(stack), start_id=100000)
-    time.sleep(5)
-    crashed_at = time.time()
-    stack.emulator.admin("host-error", {"instance": old, "down_seconds": 60})
-    deadline, new, seen = time.time() + 120, None, None
-    while time.time() < deadline and new is None:
-        res = through_endpoint(stack, app_instance(stack), "select inet_server_addr(), pg_is_in_recovery()", 3)
-        seen = res.stdout.strip()
-        new = next((n for n, ip in DB_MEMBERS.items() if seen == f"{ip}|f" and n != old), None)
-        time.sleep(1)
-    roles = wait_until_rejoined(stack, old)
-    time.sleep(10)    # writes continue while the old primary is back: none may be lost
-    final = members(stack)
-    acks, servers, errors = writer.stop()
-    assert new, f"no other member became the endpoint's primary within 120 s (last seen {seen!r})"
-    assert rejoined(roles, old), roles
-    assert final.get(new) == "Leader" and list(final.values()).count("Leader") == 1, (roles, final)
-    first_after = min((t for i, t in acks.items() if servers[i] == DB_MEMBERS[new] and t > crashed_at), default=None)
-    assert first_after is not None, errors[-5:]
-    assert lost_writes(stack, acks) == []
-    FIGURES["host error of the primary under writes"] = (
-        f"{len(acks)} acknowledged writes, 0 lost; first write acknowledged by the new primary "
-        f"{first_after - crashed_at:.1f} s after the crash (Patroni ttl 20 s, LB check 2 s x 2); "
-        f"{len(errors)} failed attempts; the old primary restarted after 60 s and rejoined ({roles[old]})")
+    run = FailoverRun(stack, 100000, lambda old: stack.emulator.admin("host-error", {"instance": old, "down_seconds": 60}))
+    FIGURES["host error of the primary under writes (down 60 s)"] = run.figures(run.check(), "crash")
 
 
 PARTITION = ("nft -f - <<'EOF'\n"
@@ -286,42 +304,22 @@ def test_a_partitioned_primary_fails_over_under_writes(stack):
     """The primary's VM drops every packet (a network partition, or a host that stopped answering:
     GCE has no API for either): its Patroni loses etcd and demotes it, the others elect a leader
     after the ttl, the load balancer's health check moves the endpoint, no acknowledged write is
-    lost; healed, the old primary rejoins as a replica, never a second primary."""
-    old = leader(stack)
-    writer = Writer(stack, app_instance(stack), start_id=200000)
-    time.sleep(5)
-    cut_at = time.time()
-    assert stack.sh(old, PARTITION).returncode == 0
-    try:
-        deadline, new, seen = time.time() + 120, None, None
-        while time.time() < deadline and new is None:
-            res = through_endpoint(stack, app_instance(stack), "select inet_server_addr(), pg_is_in_recovery()", 3)
-            seen = res.stdout.strip()
-            new = next((n for n, ip in DB_MEMBERS.items() if seen == f"{ip}|f" and n != old), None)
-            time.sleep(1)
-        time.sleep(5)
+    lost; healed, the old primary rejoins as a replica, never a second primary (a leader key taken
+    back on healing would lose what the new primary acknowledged)."""
+    def cut(old):
+        assert stack.sh(old, PARTITION).returncode == 0
+
+    def state_while_cut_off(old):
         # still cut off, the old primary has demoted itself: never two writable primaries
-        old_state = stack.sh(old, "sudo -u postgres psql -XAtc 'select pg_is_in_recovery()'").stdout.strip() or "down"
-    finally:
-        stack.sh(old, "nft delete table inet vpcstack_test_partition")
-    # healed: the old primary comes back as a replica of the new one, and the writer keeps writing
-    # meanwhile (a leader key taken back now would lose what the new primary acknowledged)
-    roles = wait_until_rejoined(stack, old)
-    time.sleep(10)
-    final = members(stack)
-    acks, servers, errors = writer.stop()
-    assert new, f"no other member became the endpoint's primary within 120 s (last seen {seen!r})"
-    assert old_state in ("t", "down"), f"the partitioned old primary is still writable (pg_is_in_recovery: {old_state!r})"
-    assert rejoined(roles, old), roles
-    assert final.get(new) == "Leader" and list(final.values()).count("Leader") == 1, (roles, final)
-    # the writer carried on against the new primary
-    first_after = min((t for i, t in acks.items() if servers[i] == DB_MEMBERS[new] and t > cut_at), default=None)
-    assert first_after is not None, errors[-5:]
-    assert lost_writes(stack, acks) == []
-    FIGURES["partitioned primary under writes"] = (
-        f"{len(acks)} acknowledged writes, 0 lost; first write acknowledged by the new primary "
-        f"{first_after - cut_at:.1f} s after the partition "
-        f"(Patroni ttl 20 s, LB check 2 s x 2); {len(errors)} failed attempts; the old primary rejoined ({roles[old]})")
+        time.sleep(5)
+        return stack.sh(old, "sudo -u postgres psql -XAtc 'select pg_is_in_recovery()'").stdout.strip() or "down"
+
+    run = FailoverRun(stack, 200000, cut, state_while_cut_off,
+                      heal=lambda old: stack.sh(old, "nft delete table inet vpcstack_test_partition"))
+    first_write = run.check()
+    assert run.while_cut_off in ("t", "down"), \
+        f"the partitioned old primary is still writable (pg_is_in_recovery: {run.while_cut_off!r})"
+    FIGURES["partitioned primary under writes"] = run.figures(first_write, "partition")
 
 
 def test_database_subnet_closed_to_other_sources(stack):
