@@ -84,6 +84,9 @@ class InstanceGroupManager:
     WRITABLE = ("baseInstanceName", "description", "instanceTemplate", "namedPorts", "targetPools",
                 "targetSize", "autoHealingPolicies", "updatePolicy")
 
+    # Update actions from the least to the most disruptive.
+    ACTIONS = ("NONE", "REFRESH", "RESTART", "REPLACE")
+
     @staticmethod
     def default_policy(nzones):
         return {"type": "PROACTIVE", "instanceRedistributionType": "PROACTIVE", "minimalAction": "REPLACE",
@@ -124,8 +127,12 @@ class InstanceGroupManager:
             full.update(pol)
             if full["type"] not in ("PROACTIVE", "OPPORTUNISTIC"):
                 raise bad(f"Invalid value for field 'resource.updatePolicy.type': '{full['type']}'")
-            if full["minimalAction"] not in ("NONE", "REFRESH", "RESTART", "REPLACE"):
-                raise bad(f"Invalid value for field 'resource.updatePolicy.minimalAction': '{full['minimalAction']}'")
+            for key in ("minimalAction", "mostDisruptiveAllowedAction"):
+                if full.get(key, "REPLACE") not in InstanceGroupManager.ACTIONS:
+                    raise bad(f"Invalid value for field 'resource.updatePolicy.{key}': '{full[key]}'")
+            if (InstanceGroupManager.ACTIONS.index(full["minimalAction"])
+                    > InstanceGroupManager.ACTIONS.index(full.get("mostDisruptiveAllowedAction", "REPLACE"))):
+                raise bad("Minimal action cannot be more disruptive than the most disruptive allowed action.", "invalid")
             surge = int(full["maxSurge"].get("fixed", 0))
             unavail = int(full["maxUnavailable"].get("fixed", 0))
             for key, val in (("maxSurge", surge), ("maxUnavailable", unavail)):
@@ -180,6 +187,7 @@ class InstanceGroupManager:
         zones = [z["zone"].split("/")[-1] for z in mig["distributionPolicy"]["zones"]]
         members = InstanceGroupManager.members(cloud, item)
         stale = [p for p in members if replace_all and cloud.res[p]["_template"] != mig["instanceTemplate"]]
+        stale = [p for p in stale if not InstanceGroupManager.refreshed(cloud, p, mig, template)]
         for path in stale:
             del cloud.res[path]
         members = [p for p in members if p not in stale]
@@ -218,6 +226,31 @@ class InstanceGroupManager:
             cloud.res[group]["size"] = len(members)
 
     @staticmethod
+    def refreshed(cloud, path, mig, template) -> bool:
+        """A member on another template, updated without replacing it when the policy allows:
+        a template that differs only in metadata and labels needs REFRESH (both applied to the
+        running VM, which keeps its name, address and disks; the guest sees the new metadata);
+        any other difference needs REPLACE. The action is the needed one or the policy's
+        minimalAction, whichever is more disruptive; above mostDisruptiveAllowedAction the VM
+        stays on its template (GCE's rule). RESTART is not enacted (treated as REFRESH).
+        Returns False when the member is to be replaced."""
+        actions = InstanceGroupManager.ACTIONS
+        policy = mig["updatePolicy"]
+        vm = cloud.res[path]
+        old = (cloud.res.get(vm["_template"][len(WWW):]) or {}).get("properties") or {}
+        shape = lambda props: {k: v for k, v in props.items() if k not in ("metadata", "labels")}  # noqa: E731
+        needed = "REFRESH" if old and shape(old) == shape(template) else "REPLACE"
+        action = max(needed, policy.get("minimalAction", "REPLACE"), key=actions.index)
+        if actions.index(action) > actions.index(policy.get("mostDisruptiveAllowedAction", "REPLACE")):
+            return True   # not allowed: left on its template
+        if action == "REPLACE":
+            return False
+        vm["labels"] = dict(template.get("labels") or {})
+        vm["metadata"] = copy.deepcopy(template.get("metadata") or {})
+        vm["_template"] = mig["instanceTemplate"]
+        return True
+
+    @staticmethod
     def update(cloud, scope, item, current, body, method):
         nzones = len(current["distributionPolicy"]["zones"])
         if method == "PUT":
@@ -237,7 +270,9 @@ class InstanceGroupManager:
 
     @staticmethod
     def after_update(cloud, scope, item, old, new):
-        roll = new["instanceTemplate"] != old["instanceTemplate"] and new["updatePolicy"]["type"] == "PROACTIVE"
+        # PROACTIVE: every member not on the group's template is updated as far as the policy
+        # allows, on any change of the group (a new template, a policy that allows more)
+        roll = new["updatePolicy"]["type"] == "PROACTIVE"
         new["status"] = {"isStable": False}
         new["_stable_at"] = time.time() + cloud.stable_delay
         InstanceGroupManager.reconcile(cloud, item, new, replace_all=roll)

@@ -8,15 +8,32 @@ from __future__ import annotations
 
 import base64
 import filecmp
+import importlib.util
 import json
 import re
 import subprocess
+import sys
 import time
 from decimal import Decimal
+from types import SimpleNamespace
 
 import gce_harness
-from conftest import FIGURES
+import pytest
+from conftest import FIGURES, VERSION
 from customer_harness import CUSTOMER, PROJECT, ROOT
+
+
+def _load(name: str, path):
+    """The e2e helpers (release wheelhouses, the load generator), loaded once by path under the
+    name tests/e2e/scenario.py gives them."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
+e2e = _load("vpcstack_e2e_stack", ROOT / "tests" / "e2e" / "stack.py")
 
 DB_VIP = "10.20.2.5"          # host 5 of gce_db_subnet_cidr (roles/gce_db_lb)
 APP_VIP = "10.20.1.5"         # host 5 of gce_app_subnet_cidr (roles/gce_app_lb)
@@ -194,6 +211,121 @@ def wait_for_primary(stack, accept, seconds: int = 90) -> tuple[str | None, str]
             return member, seen
         time.sleep(1)
     return None, seen
+
+
+# --- releases: deploy.yml on the MIG's instances through Google's load balancer -------------------
+REGION_API = f"https://compute.googleapis.com/compute/v1/projects/{PROJECT}/regions/europe-west1"
+RELEASE_RATE = 10   # app requests per second through the app's internal load balancer
+
+
+@pytest.fixture(scope="module")
+def releases(stack):
+    """Wheelhouses of a new release and a broken one (it never becomes ready), made from the
+    checkout's release (conftest builds it)."""
+    base = ROOT / "dist" / "wheelhouse" / VERSION
+    root = stack.dir / "wheelhouse"
+    new, broken = f"{VERSION}+gce.new", f"{VERSION}+gce.broken"
+    e2e.make_release(base, new, root)
+    e2e.make_release(base, broken, root, broken=True)
+    return {"root": root, "base": VERSION, "new": new, "broken": broken}
+
+
+def deploy(stack, releases, version, *extra):
+    return stack.playbook("playbooks/deploy.yml", "-e", f"app_version={version}",
+                          "-e", f"app_wheelhouse_root={releases['root']}", *extra)
+
+
+def app_instances() -> list[str]:
+    out = subprocess.run(["docker", "ps", "--format", "{{.Names}}", "--filter", f"name=gce-{PROJECT}-vpcstack-app-"],
+                         capture_output=True, text=True, check=True)
+    return sorted(n[len(f"gce-{PROJECT}-"):] for n in out.stdout.split())
+
+
+def release_of(stack, name: str) -> tuple[str, str | None]:
+    """(the release `current` points at, the release the process serves) on an app instance."""
+    container = stack.instance(name)
+    return e2e.Stack.running_version(container), e2e.Stack.served_version(container)
+
+
+def app_lb_health(stack) -> dict[str, str]:
+    """Google's view: each app instance's health state in the app backend service."""
+    session = gce_harness.api_session(stack.emulator)
+    r = session.post(f"{REGION_API}/backendServices/vpcstack-app/getHealth",
+                     json={"group": f"{REGION_API}/instanceGroups/vpcstack-app"})
+    assert r.status_code == 200, r.text
+    return {h["instance"].rsplit("/", 1)[1]: h["healthState"] for h in r.json().get("healthStatus", [])}
+
+
+def mig_release(stack) -> dict:
+    """The release the MIG's template names, its update policy, and each managed VM's template
+    and metadata release."""
+    session = gce_harness.api_session(stack.emulator)
+    mig = session.get(f"{REGION_API}/instanceGroupManagers/vpcstack-app").json()
+    template = session.get(mig["instanceTemplate"].replace("www.googleapis.com", "compute.googleapis.com")).json()
+    meta = lambda items: {i["key"]: i["value"] for i in items or []}  # noqa: E731
+    managed = session.post(f"{REGION_API}/instanceGroupManagers/vpcstack-app/listManagedInstances").json()
+    vms = {}
+    for m in managed.get("managedInstances", []):
+        vm = session.get(m["instance"].replace("www.googleapis.com", "compute.googleapis.com")).json()
+        vms[vm["name"]] = {"on_template": m["version"]["instanceTemplate"] == mig["instanceTemplate"],
+                           "release": meta(vm["metadata"].get("items")).get("vpcstack-app-version")}
+    return {"release": meta(template["properties"]["metadata"]["items"])["vpcstack-app-version"],
+            "minimal_action": mig["updatePolicy"]["minimalAction"], "vms": vms}
+
+
+def release_load(client: str) -> e2e.Load:
+    """The e2e load generator in an allowlisted client VM, through the app's internal LB, one new
+    connection per request (bounded in count and time)."""
+    return e2e.Load(SimpleNamespace(client_allowed=client, lb_url=f"http://{APP_VIP}:8080"),
+                    rate=RELEASE_RATE, max_seconds=600, max_requests=RELEASE_RATE * 600)
+
+
+def test_rolling_release_under_load_through_the_app_load_balancer(stack, releases):
+    """deploy.yml rolls a new release over the MIG's VMs in place, one at a time, each drained
+    until Google's health check finds it UNHEALTHY and its connections are done: 0 failed
+    requests. The template names the release (VMs created later boot it); the running VMs were
+    refreshed, not replaced; the update policy is back to REPLACE."""
+    client = stack.create_client("client-allowed", "10.10.1.0/24", "10.10.1.10")   # in 10.10.0.0/16
+    before = app_instances()
+    with release_load(client) as load:
+        run = deploy(stack, releases, releases["new"])
+        result = load.stop()
+    assert run.rc == 0, run.out[-3000:]
+    FIGURES["rolling release (deploy.yml, 3 MIG VMs)"] = (
+        f"{run.seconds:.0f} s; through the app LB at {RELEASE_RATE}/s: {e2e.fmt_load(result)}")
+    assert result["failed"] == 0, result["errors"]
+    # each VM left and rejoined the pool as Google's health check saw it (getHealth), in turn
+    asked = re.findall(r"TASK \[gce_app_lb : Ask the load balancer until it finds the instance (DOWN|UP)\][^\n]*\n"
+                       r"[^\n]*\n(?:FAILED - RETRYING[^\n]*\n)*ok: \[(\S+) -> localhost\]", run.out)
+    assert [state for state, _ in asked] == ["DOWN", "UP"] * len(before), asked
+    assert [vm for _, vm in asked[::2]] == [vm for _, vm in asked[1::2]], asked
+    assert sorted(vm for _, vm in asked[::2]) == before, asked
+    assert app_instances() == before, "the VMs were replaced, not refreshed"
+    assert {n: release_of(stack, n) for n in before} == {n: (releases["new"],) * 2 for n in before}
+    mig = mig_release(stack)
+    assert mig["release"] == releases["new"] and mig["minimal_action"] == "REPLACE", mig
+    assert mig["vms"] == {n: {"on_template": True, "release": releases["new"]} for n in before}, mig
+    assert set(app_lb_health(stack).values()) == {"HEALTHY"}
+
+
+def test_unhealthy_release_stops_at_the_first_instance_then_rolls_back(stack, releases):
+    client = stack.create_client("client-allowed", "10.10.1.0/24", "10.10.1.10")
+    with release_load(client) as load:
+        run = deploy(stack, releases, releases["broken"], "-e", "app_ready_timeout=15")
+        result = load.stop()
+    assert run.rc != 0, "a release that never becomes ready must fail the deploy"
+    versions = {n: release_of(stack, n)[0] for n in app_instances()}
+    broken = [n for n, v in versions.items() if v == releases["broken"]]
+    assert len(broken) == 1 and all(v == releases["new"] for n, v in versions.items() if n not in broken), versions
+    assert app_lb_health(stack)[broken[0]] == "UNHEALTHY"
+    FIGURES["unhealthy release"] = (f"stopped at {broken[0]} after {run.seconds:.0f} s, the others kept "
+                                    f"{releases['new']}; {e2e.fmt_load(result)}")
+    assert result["failed"] == 0, result["errors"]
+    back = deploy(stack, releases, releases["new"])
+    assert back.rc == 0, back.out[-3000:]
+    assert {n: release_of(stack, n) for n in versions} == {n: (releases["new"],) * 2 for n in versions}
+    assert set(app_lb_health(stack).values()) == {"HEALTHY"}
+    assert mig_release(stack)["release"] == releases["new"]
 
 
 def test_database_endpoint_follows_a_switchover_under_writes(stack):

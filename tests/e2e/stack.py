@@ -255,11 +255,13 @@ class Stack:
             time.sleep(0.5)
         raise StackError(f"{server} not {status} in the load balancer after {timeout} s")
 
-    def running_version(self, container: str) -> str:
+    @staticmethod
+    def running_version(container: str) -> str:
         """The release `current` points at on an instance."""
         return sh("docker", "exec", container, "readlink", "/opt/exposure-api/current").stdout.strip().rsplit("/", 1)[-1]
 
-    def served_version(self, container: str) -> str | None:
+    @staticmethod
+    def served_version(container: str) -> str | None:
         """The release the instance's process serves (exposure_build_info), None without answer."""
         proc = sh("docker", "exec", container, "curl", "-s", "--max-time", "3", "http://127.0.0.1:8080/metrics",
                   check=False, timeout=20)

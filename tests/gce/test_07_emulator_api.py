@@ -117,6 +117,56 @@ def test_failover_policy_needs_a_failover_backend(api, groups):
     refused(session.patch(f"{url}/bs-db", json={"backends": bs["backends"][:1]}), 400, "failoverPolicy")
 
 
+def test_mig_update_actions_refresh_metadata_and_replace_the_rest(api, groups):
+    """A template that differs only in metadata and labels needs REFRESH: the running VMs keep
+    their names and take the new metadata. Any other difference needs REPLACE, which a policy
+    whose mostDisruptiveAllowedAction is REFRESH does not allow (the VMs stay on their template).
+    minimalAction above mostDisruptiveAllowedAction is refused."""
+    _, session = api
+    mig_url = f"{C}/regions/europe-west1/instanceGroupManagers/mig-actions"
+
+    def template(name: str, release: str, machine: str = "e2-small") -> str:
+        body = {"name": name, "properties": {
+            "machineType": machine, "labels": {"release": release},
+            "metadata": {"items": [{"key": "release", "value": release}]},
+            "disks": [{"boot": True, "initializeParams": {
+                "sourceImage": "projects/debian-cloud/global/images/family/debian-12"}}],
+            "networkInterfaces": [{"subnetwork": f"{C}/regions/europe-west1/subnetworks/sub-lb"}]}}
+        assert "error" not in wait_op(session, session.post(f"{C}/global/instanceTemplates", json=body).json())
+        return f"{C}/global/instanceTemplates/{name}"
+
+    def vms() -> dict[str, tuple[str, str]]:
+        managed = session.post(f"{mig_url}/listManagedInstances").json()["managedInstances"]
+        out = {}
+        for m in managed:
+            vm = session.get(m["instance"].replace("www.googleapis.com", "compute.googleapis.com")).json()
+            out[vm["name"]] = (m["version"]["instanceTemplate"].rsplit("/", 1)[1], vm["metadata"]["items"][0]["value"])
+        return out
+
+    refresh = {"minimalAction": "REFRESH", "mostDisruptiveAllowedAction": "REFRESH"}
+    assert "error" not in wait_op(session, session.post(f"{C}/regions/europe-west1/instanceGroupManagers", json={
+        "name": "mig-actions", "baseInstanceName": "act", "targetSize": 3,
+        "instanceTemplate": template("tpl-1", "r1")}).json())
+    first = vms()
+    assert sorted(first.values()) == [("tpl-1", "r1")] * 3
+
+    refused(session.patch(mig_url, json={"updatePolicy": {"minimalAction": "REPLACE",
+                                                           "mostDisruptiveAllowedAction": "REFRESH"}}),
+            400, "Minimal action")
+    # a new release alone: refreshed in place
+    wait_op(session, session.patch(mig_url, json={"instanceTemplate": template("tpl-2", "r2"),
+                                                   "updatePolicy": refresh}).json())
+    assert vms() == {name: ("tpl-2", "r2") for name in first}
+    # another machine type needs REPLACE: not allowed by this policy, the VMs stay as they are
+    wait_op(session, session.patch(mig_url, json={"instanceTemplate": template("tpl-3", "r2", "e2-medium")}).json())
+    assert vms() == {name: ("tpl-2", "r2") for name in first}
+    # allowed again, a proactive update replaces them by new VMs on the group's template
+    wait_op(session, session.patch(mig_url, json={"updatePolicy": {"minimalAction": "REPLACE",
+                                                                   "mostDisruptiveAllowedAction": "REPLACE"}}).json())
+    after = vms()
+    assert sorted(after.values()) == [("tpl-3", "r2")] * 3 and not set(after) & set(first)
+
+
 def test_conditional_binding_needs_policy_version_3(api):
     emulator, session = api
     crm = f"https://cloudresourcemanager.googleapis.com/v1/projects/{PROJECT}"

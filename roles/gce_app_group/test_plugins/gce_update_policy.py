@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-KEYS = ("type", "instanceRedistributionType", "minimalAction", "replacementMethod")
+KEYS = ("type", "instanceRedistributionType", "minimalAction", "mostDisruptiveAllowedAction", "replacementMethod")
 
 
 def gce_update_policy_as_wanted(policy, wanted):
