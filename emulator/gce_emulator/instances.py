@@ -90,6 +90,7 @@ class InstanceGroupManager:
     @staticmethod
     def default_policy(nzones):
         return {"type": "PROACTIVE", "instanceRedistributionType": "PROACTIVE", "minimalAction": "REPLACE",
+                "mostDisruptiveAllowedAction": "REPLACE",
                 "maxSurge": {"fixed": nzones, "calculated": nzones},
                 "maxUnavailable": {"fixed": nzones, "calculated": nzones}, "replacementMethod": "SUBSTITUTE"}
 
