@@ -1,7 +1,9 @@
 # The app tier end to end (tests/e2e, docs/app-tier.md). Included by the root Makefile.
-# test-e2e: site.yml from nothing on its own stack (e2e-<hash>, 10.<100-199>.x), second run changed=0, the
-# allowlist on every path, a rolling deploy under constant load (zero failed requests), an
-# unhealthy release, a rollback, an instance stopped under load; prints the figures, tears down.
+# test-e2e: the local platform: site.yml from nothing on its own stack (e2e-<hash>, 10.<100-199>.x),
+# second run changed=0, every Prometheus target, the allowlist on every path (HAProxy's own list
+# too), a rolling deploy through HAProxy under constant load (zero failed requests), an instance
+# stopped and one killed under load; prints the figures, tears down. The unhealthy release, its
+# rollback and the app plays on a release deployed elsewhere run on the customer path (test-customer).
 # bench-deploy: the deploy and stop figures as the median of BENCH_DEPLOY_RUNS (>= 3) runs.
 BENCH_DEPLOY_RUNS ?= 3
 BENCH_DEPLOY_RATE ?= 20

@@ -93,11 +93,14 @@ class Op:
 
     ids = itertools.count(7000000000000000000)
 
-    def __init__(self, project, scope, op_type, target_path, apply, due):
+    def __init__(self, project, scope, op_type, target_path, apply, due, until=None):
         self.name = "operation-%d-%s" % (int(time.time() * 1000), os.urandom(6).hex())
         self.id = str(next(self.ids))
         self.project, self.scope, self.op_type = project, scope, op_type
         self.target_path, self.apply, self.due = target_path, apply, due
+        # until: the operation stays RUNNING after apply until this is true (a stop is DONE once
+        # the guest has shut down, not when it was asked to)
+        self.until, self.applied = until, False
         self.status, self.error, self.insert_time, self.end_time = "RUNNING", None, now_iso(), None
 
     def body(self) -> dict:
@@ -150,10 +153,14 @@ class Cloud:
         now = time.time()
         for op in list(self.ops.values()):
             if op.status != "DONE" and op.due <= now:
-                try:
-                    op.apply()
-                except ApiError as exc:
-                    op.error = {"code": exc.reason.upper(), "message": exc.message}
+                if not op.applied:
+                    op.applied = True
+                    try:
+                        op.apply()
+                    except ApiError as exc:
+                        op.error = {"code": exc.reason.upper(), "message": exc.message}
+                if op.until and not op.error and not op.until():
+                    continue
                 op.status, op.end_time = "DONE", now_iso()
                 self.pending.discard(op.target_path)
         for res in self.res.values():
@@ -162,8 +169,8 @@ class Cloud:
                 res["status"] = {"isStable": True}
                 res["currentActions"] = {"none": res.get("targetSize", 0)}
 
-    def op(self, scope: str, op_type: str, path: str, apply) -> dict:
-        op = Op(self.project, scope, op_type, path, apply, time.time() + self.op_delay)
+    def op(self, scope: str, op_type: str, path: str, apply, until=None) -> dict:
+        op = Op(self.project, scope, op_type, path, apply, time.time() + self.op_delay, until)
         self.ops[f"{scope}/operations/{op.name}"] = op
         return op.body()
 

@@ -169,6 +169,7 @@ class Dataplane:
         self.applied: dict[str, str] = {}     # what -> fingerprint of the rules last applied
         self.errors: dict[str, str] = {}      # resource -> last error (served by the admin API)
         self.host_errors: dict[str, float] = {}   # instance -> time its host comes back (host_error)
+        self.stopping: set[str] = set()           # instances whose guest is shutting down
         self.stop_event = threading.Event()
 
     # ------------------------------------------------------------------ lifecycle
@@ -325,12 +326,34 @@ class Dataplane:
                     self.create_container(path, inst, snap, networks, disks)
                 elif cur and running and cur["state"] != "running":
                     run("docker", "start", cur["name"])
+                elif inst.get("status") == "STOPPING":
+                    self.shut_down(path, cur)
                 elif cur and not running and cur["state"] == "running":
                     run("docker", "stop", "-t", "90", cur["name"])
                 self.errors.pop(path, None)
             except RuntimeError as exc:
                 LOG.warning("%s: %s", path, exc)
                 self.errors[path] = str(exc)
+
+    def shut_down(self, path: str, cur: dict | None) -> None:
+        """A STOPPING instance: the guest shuts down (systemd stops every unit in order, up to 90 s)
+        in a thread of its own, so the load balancers keep following their health checks
+        meanwhile; then the instance is TERMINATED (its stop operation completes)."""
+        if path in self.stopping:
+            return
+        self.stopping.add(path)
+
+        def shutdown():
+            try:
+                if cur and cur["state"] == "running":
+                    run("docker", "stop", "-t", "90", cur["name"], check=False)
+            finally:
+                with self.cloud.lock:
+                    res = self.cloud.res.get(path)
+                    if res and res.get("status") == "STOPPING":
+                        res["status"] = "TERMINATED"
+                self.stopping.discard(path)
+        threading.Thread(target=shutdown, daemon=True, name=f"stop {path}").start()
 
     def host_error(self, path: str, down_seconds: float) -> bool:
         """The instance's host fails: every process stops at once (SIGKILL, no shutdown: no
@@ -353,6 +376,8 @@ class Dataplane:
                 "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
                 "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
                 "--tmpfs", "/run", "--tmpfs", "/run/lock", "--stop-timeout", "90",
+                # systemd's shutdown (an ACPI power-off), not SIGTERM, which PID 1 ignores
+                "--stop-signal", "SIGRTMIN+3",
                 "--restart", "unless-stopped",
                 "--label", f"gce-emulator.instance={path}", "--label", f"gce-emulator.id={inst.get('id')}",
                 "--label", f"gce-emulator.owner={self.owner}",
@@ -468,7 +493,9 @@ class Dataplane:
                     continue
                 ip = inst["networkInterfaces"][0]["networkIP"]
                 out.append({"instance": inst_path, "ip": ip, "failover": bool(backend.get("failover")),
-                            "healthy": inst.get("status") == "RUNNING" and self.health.healthy(check_path, ip)})
+                            # a STOPPING guest still answers until its services stop: its health check decides
+                            "healthy": inst.get("status") in ("RUNNING", "STOPPING")
+                            and self.health.healthy(check_path, ip)})
         return out
 
     @staticmethod

@@ -477,7 +477,18 @@ class Instance:
 
     @staticmethod
     def verb_stop(cloud, scope, item, query, body):
-        return Instance.power(cloud, scope, item, "stop", ("RUNNING", "STAGING", "PROVISIONING"), "TERMINATED")
+        """As on GCE: STOPPING while the guest shuts down (its services stop in order, the app's
+        drains), TERMINATED once it is off, and the operation DONE only then. Without stand-ins
+        (no dataplane) nothing shuts down: TERMINATED at once."""
+        if not getattr(cloud, "dataplane", None):
+            return Instance.power(cloud, scope, item, "stop", ("RUNNING", "STAGING", "PROVISIONING"), "TERMINATED")
+        res = cloud.res[item]
+
+        def apply():
+            if res["status"] in ("RUNNING", "STAGING", "PROVISIONING"):
+                res["status"], res["_running_since"] = "STOPPING", None
+        return cloud.op(scope, "stop", item, apply,
+                        until=lambda: cloud.res.get(item, {}).get("status", "TERMINATED") == "TERMINATED")
 
     @staticmethod
     def verb_start(cloud, scope, item, query, body):

@@ -13,6 +13,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
 from decimal import Decimal
 from types import SimpleNamespace
@@ -330,6 +331,110 @@ def test_unhealthy_release_stops_at_the_first_instance_then_rolls_back(stack, re
     assert mig_release(stack)["release"] == releases["new"]
 
 
+def test_a_pinned_release_deployed_from_elsewhere_needs_no_wheelhouse(stack, releases):
+    """The inventory's app_version is the release of record (docs/gce.md, "Releases"): pinned to
+    the release the VMs run, whose wheelhouse is not in this checkout's dist/wheelhouse, the app
+    part of site.yml needs nothing from the control node and changes nothing, the template
+    included. A release no VM has and no wheelhouse holds fails before any change, naming the VMs."""
+    assert not (ROOT / "dist" / "wheelhouse" / releases["new"]).exists()
+    run = stack.playbook("playbooks/app.yml", "-e", f"app_version={releases['new']}")
+    assert run.rc == 0, run.out[-3000:]
+    assert run.changed == 0, run.changed_tasks()
+    before = {n: release_of(stack, n) for n in app_instances()}
+    assert before == {n: (releases["new"],) * 2 for n in before}
+    missing = deploy(stack, releases, "9.9.9")
+    assert missing.rc != 0, "a deploy of a release without a wheelhouse must fail"
+    assert "need release 9.9.9" in missing.out and all(n in missing.out for n in before), missing.out[-3000:]
+    assert {n: release_of(stack, n) for n in before} == before
+    assert mig_release(stack)["release"] == releases["new"]
+    FIGURES["app plays on a pinned release deployed from elsewhere"] = (
+        f"{run.seconds:.0f} s, changed 0; a release without a wheelhouse fails naming the VMs in {missing.seconds:.0f} s")
+
+
+class HealthWatch(threading.Thread):
+    """Polls Google's view of one app VM (getHealth) until it leaves HEALTHY (bounded)."""
+
+    def __init__(self, stack, vm: str, timeout: float = 90):
+        super().__init__(daemon=True)
+        self.stack, self.vm, self.timeout = stack, vm, timeout
+        self.down_at: float | None = None
+
+    def run(self) -> None:
+        end = time.time() + self.timeout
+        while time.time() < end and self.down_at is None:
+            if app_lb_health(self.stack).get(self.vm) != "HEALTHY":
+                self.down_at = time.time()
+            time.sleep(0.2)
+
+
+def app_vm_fault_under_load(stack, vm: str, fault, back) -> dict:
+    """fault(vm) on one app VM under load through the app's internal LB; back(vm) then waits until
+    the LB finds it HEALTHY again. Adds to the load figures to_down_s (fault -> the health check
+    found it UNHEALTHY) and late_failures (failures more than LATE_S after that)."""
+    client = stack.create_client("client-allowed", "10.10.1.0/24", "10.10.1.10")
+    with e2e.Load(SimpleNamespace(client_allowed=client, lb_url=f"http://{APP_VIP}:8080"),
+                  rate=RELEASE_RATE, max_seconds=240, max_requests=RELEASE_RATE * 240) as load:
+        time.sleep(5)
+        watch = HealthWatch(stack, vm)
+        watch.start()
+        fault_at = time.time()
+        fault(vm)
+        watch.join(95)
+        time.sleep(5)
+        result = load.stop()
+    back(vm)
+    deadline = time.time() + 240
+    while time.time() < deadline and app_lb_health(stack).get(vm) != "HEALTHY":
+        time.sleep(2)
+    assert app_lb_health(stack).get(vm) == "HEALTHY", f"{vm} did not come back"
+    result["to_down_s"] = watch.down_at - fault_at if watch.down_at else None
+    result["late_failures"] = [t for t in result["failure_times"] if watch.down_at and t > watch.down_at + LATE_S]
+    return result
+
+
+# The load balancer's programming follows the health state within the emulator's reconcile
+# interval (1 s) plus a loaded machine's lag; on GCE it takes seconds as well.
+LATE_S = 3
+
+
+def vm_call(stack, vm: str, verb: str) -> None:
+    """POST instances/<vm>/<verb> on the VM's zone, waiting for the operation (bounded)."""
+    session = gce_harness.api_session(stack.emulator)
+    managed = session.post(f"{REGION_API}/instanceGroupManagers/vpcstack-app/listManagedInstances").json()
+    url = next(m["instance"] for m in managed["managedInstances"] if m["instance"].endswith(f"/{vm}"))
+    op = session.post(f"{url.replace('www.googleapis.com', 'compute.googleapis.com')}/{verb}")
+    assert op.status_code == 200, op.text
+    deadline, body = time.time() + 150, op.json()
+    while body["status"] != "DONE" and time.time() < deadline:
+        time.sleep(1)
+        body = session.get(body["selfLink"].replace("www.googleapis.com", "compute.googleapis.com")).json()
+    assert body["status"] == "DONE" and "error" not in body, body
+
+
+def test_an_app_vm_stopped_under_load_drains_first(stack):
+    """instances.stop on a MIG VM under load: the guest shuts down in order, the app's unit drains
+    first (its readiness fails, Google's health check takes it out, then it stops): 0 failed
+    requests. Started again, it rejoins (the MIG would repair it; the emulator does not, docs/gce.md)."""
+    vm = app_instances()[1]
+    r = app_vm_fault_under_load(stack, vm, lambda v: vm_call(stack, v, "stop"), lambda v: vm_call(stack, v, "start"))
+    assert r["to_down_s"] is not None, f"Google's health check never found {vm} unhealthy"
+    FIGURES["app VM stopped under load (instances.stop)"] = (
+        f"UNHEALTHY {r['to_down_s']:.1f} s after the stop; {e2e.fmt_load(r)}")
+    assert r["failed"] == 0, r["errors"]
+
+
+def test_an_app_vm_host_error_under_load(stack):
+    """The host of a MIG VM fails (every process killed at once, no drain): requests fail only
+    until Google's health check finds it UNHEALTHY; it restarts after 30 s and rejoins."""
+    vm = app_instances()[2]
+    r = app_vm_fault_under_load(stack, vm, lambda v: stack.emulator.admin(
+        "host-error", {"instance": v, "down_seconds": 30}), lambda v: None)
+    assert r["to_down_s"] is not None, f"Google's health check never found {vm} unhealthy"
+    FIGURES["app VM host error under load"] = (
+        f"UNHEALTHY {r['to_down_s']:.1f} s after the crash; {e2e.fmt_load(r)}")
+    assert not r["late_failures"], f"failures more than {LATE_S} s after it was UNHEALTHY: {r['late_failures']}"
+
+
 def test_database_endpoint_follows_a_switchover_under_writes(stack):
     out = through_endpoint(stack, app_instance(stack), f"create table if not exists {Writer.TABLE} "
                            f"(id bigint primary key, ts timestamptz default now()); truncate {Writer.TABLE}",
@@ -496,6 +601,10 @@ def test_toy_request_through_the_app_load_balancer_from_the_allowlist(stack):
     assert sorted((r["address"], Decimal(r["inflows"]), Decimal(r["outflows"])) for r in answer["data"]) == [
         ("1FGhgLbMzrUV5mgwX9nkEeqHbKbUK29nbQ", Decimal("0"), Decimal("0.01733177")),
         ("1Huro4zmi1kD1Ln4krTgJiXMYrAkEd4YSh", Decimal("0.01733177"), Decimal("0"))]
+    # the allowlist admits the client straight at an app VM as well (the other path it guards)
+    app_ip = stack.sh(app_instance(stack), "hostname -I").stdout.split()[0]
+    direct = curl(client, f"http://{app_ip}:8080/livez")
+    assert direct.returncode == 0, direct.stderr
 
 
 def test_outside_the_allowlist_nothing_answers(stack):
