@@ -11,34 +11,35 @@ PURGE ?= 0
 TEST_TARGETS :=
 
 .PHONY: help setup up down test lint syntax collection molecule-common molecule-local
-help:
-	@echo "make up       the whole stack on this machine (inventories/local)"
-	@echo "make test     the whole test suite (installs what it needs first)"
-	@echo "make down     remove containers and networks (PURGE=1 also removes data volumes)"
+# Every target says what it does on its own line: `target: prerequisites ## one line`.
+help: ## this list (the targets `make test` runs are marked *)
+	@grep -hE '^[a-z][a-z0-9-]*:[^=].*## ' $(MAKEFILE_LIST) | sort | \
+		awk -v suite=" $(TEST_TARGETS) " '{ name = $$0; sub(/:.*/, "", name); text = $$0; sub(/^[^#]*## /, "", text); \
+			printf "%s %-22s %s\n", (index(suite, " " name " ") ? "*" : " "), name, text }'
 
-setup:
+setup: ## install what the targets need (Debian packages, dockerd, the venv, the base image); idempotent
 	@scripts/setup.sh
 
-up: setup
+up: setup ## the whole stack on this machine (inventories/local)
 	ansible-playbook site.yml -i inventories/local
 
-down: setup
+down: setup ## remove the local stack's containers and networks (PURGE=1: its data volumes too)
 	ansible-playbook playbooks/teardown_local.yml -i inventories/local -e teardown_purge_volumes=$(PURGE)
 
-lint: setup
+lint: setup ## yamllint and ansible-lint (production profile) over the repository
 	yamllint -s .
 	ansible-lint --profile production
 
-syntax: setup
+syntax: setup ## ansible-playbook --syntax-check of every playbook against both inventories
 	@scripts/syntax-check.sh
 
-collection: setup
+collection: setup ## build the collection, install it outside the checkout, resolve its roles by full name
 	@scripts/collection-check.sh
 
-molecule-common: setup
+molecule-common: setup ## Molecule: the baseline role (common) on a stand-in, testinfra, idempotence
 	molecule test -s common
 
-molecule-local: setup
+molecule-local: setup ## Molecule: the local platform (provision, baseline, second run changed=0)
 	molecule test -s local
 
 include $(sort $(wildcard mk/*.mk))
@@ -51,5 +52,5 @@ NOT_YET_IN_SUITE := molecule-monitoring
 # Order: cheap static checks first, then the scenarios.
 TEST_TARGETS := lint syntax collection $(filter-out $(NOT_YET_IN_SUITE),$(TEST_TARGETS)) molecule-common molecule-local
 
-test: setup
+test: setup ## the whole suite, each target marked * in order; ends with "N passed, N failed"
 	@scripts/run-tests.sh $(TEST_TARGETS)

@@ -9,5 +9,5 @@
 # keeps the suite within its time budget; this one still covers the local repository host (TLS).
 .PHONY: test-restore
 
-test-restore: setup
+test-restore: setup ## the restore drill on a small local stack (local repository host)
 	$(VENV)/bin/pytest tests/restore -q -s -p no:cacheprovider

@@ -8,7 +8,7 @@
 # Included by the Makefile; part of `make test` (its run time: docs/gce.md).
 .PHONY: test-customer
 
-test-customer: setup
+test-customer: setup ## site.yml with customer-x on the GCE emulator's stand-ins, and the day-2 checks on it
 	$(VENV)/bin/pytest tests/customer -q -p no:cacheprovider
 
 TEST_TARGETS += test-customer

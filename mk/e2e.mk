@@ -11,10 +11,10 @@ BENCH_DEPLOY_ARGS ?=
 
 .PHONY: test-e2e bench-deploy
 
-test-e2e: setup
+test-e2e: setup ## the local platform end to end (HAProxy, Prometheus, deploy and faults under load)
 	$(VENV)/bin/pytest tests/e2e -q -s -p no:cacheprovider
 
-bench-deploy: setup
+bench-deploy: setup ## rolling deploy, stop and kill figures: medians of several runs
 	$(VENV)/bin/python tests/e2e/bench.py --runs $(BENCH_DEPLOY_RUNS) --rate $(BENCH_DEPLOY_RATE) $(BENCH_DEPLOY_ARGS)
 
 TEST_TARGETS += test-e2e

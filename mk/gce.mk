@@ -4,11 +4,11 @@
 # the root Makefile.
 .PHONY: test-gce lint-gce
 
-test-gce: setup
+test-gce: setup ## GCE provisioning against the emulator's API (validation, two runs, resize, inventory)
 	$(VENV)/bin/pytest tests/gce -q -p no:cacheprovider
 
 # The GCE paths alone, with the repository's .yamllint and .ansible-lint.
-lint-gce: setup
+lint-gce: setup ## yamllint and ansible-lint over the GCE paths alone
 	$(VENV)/bin/yamllint -s roles/gce_* playbooks/provision_gce.yml inventories/customer-x tests/gce
 	$(VENV)/bin/ansible-lint --profile production roles/gce_* playbooks/provision_gce.yml inventories/customer-x
 

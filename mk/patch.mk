@@ -8,7 +8,7 @@
 # running, unpatched one.
 .PHONY: test-patch
 
-test-patch: setup
+test-patch: setup ## patch.yml under load on its own local stack, with the minor PostgreSQL upgrade
 	$(VENV)/bin/pytest tests/patch -q -s -p no:cacheprovider
 
 # Not in `make test` yet (about half an hour on 2 shared cores): it runs by name, like test-e2e,
@@ -19,7 +19,7 @@ test-patch: setup
 # reboot a package asks for, the evidence of both runs; the idempotence run applies nothing.
 .PHONY: molecule-os-patch
 
-molecule-os-patch: setup
+molecule-os-patch: setup ## Molecule: the os_patch role (security updates, reboot flags, evidence)
 	molecule test -s os_patch
 
 TEST_TARGETS += molecule-os-patch

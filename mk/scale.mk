@@ -6,7 +6,7 @@
 # tears down. SCALE_KEEP=1 leaves the stack up; SCALE_REUSE=1 runs on a running 3/3 stack.
 .PHONY: test-scale
 
-test-scale: setup
+test-scale: setup ## scaling out and in under load on its own local stack
 	$(VENV)/bin/pytest tests/scale -q -s -p no:cacheprovider
 
 # Runs by name only (not in TEST_TARGETS): about as long as test-e2e on 2 shared cores.

@@ -8,5 +8,5 @@
 # tears down. UPGRADE_KEEP=1 leaves the stack up; UPGRADE_REUSE=1 runs on a running, unupgraded one.
 .PHONY: test-upgrade
 
-test-upgrade: setup
+test-upgrade: setup ## the major PostgreSQL upgrade and its rollback drill on its own local stack
 	$(VENV)/bin/pytest tests/upgrade -q -s -p no:cacheprovider
