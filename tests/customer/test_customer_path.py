@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import filecmp
+import hashlib
 import importlib.util
 import json
 import re
@@ -66,6 +67,53 @@ def test_site_yml_from_nothing(stack):
 def test_second_run_changes_nothing(stack):
     assert stack.second is not None and stack.second.rc == 0, (stack.second or stack.first).out[-4000:]
     assert stack.second.changed == 0, stack.second.changed_tasks()
+
+
+def published_release(stack, version: str) -> dict[str, str]:
+    """The release bucket's releases/<version>/: object name -> md5 (base64), as the VMs list it."""
+    session = gce_harness.api_session(stack.emulator)
+    listing = session.get("https://storage.googleapis.com/storage/v1/b/customer-x-prod-vpcstack-releases/o",
+                          params={"prefix": f"releases/{version}/"})
+    assert listing.status_code == 200, listing.text
+    return {i["name"].rsplit("/", 1)[1]: i.get("md5Hash") for i in listing.json().get("items", [])}
+
+
+def secret_value(stack, name: str) -> bytes | None:
+    session = gce_harness.api_session(stack.emulator)
+    r = session.get(f"https://secretmanager.googleapis.com/v1/projects/{PROJECT}/secrets/{name}/versions/latest:access")
+    return base64.b64decode(r.json()["payload"]["data"]) if r.status_code == 200 else None
+
+
+def digest(data: bytes | None) -> str | None:
+    """Compared instead of the values, so a failing assertion never prints a secret."""
+    return hashlib.sha256(data).hexdigest() if data is not None else None
+
+
+def test_what_a_mig_vm_reads_at_boot_is_published(stack):
+    """A VM the MIG creates (autohealing, resize) installs the template's release from the release
+    bucket and reads two secrets (templates/startup.sh.j2): site.yml publishes them, the wheelhouse
+    exactly as the control node has it and each secret equal to the file the app role wrote."""
+    local = ROOT / "dist" / "wheelhouse" / VERSION
+    published = published_release(stack, VERSION)
+    assert sorted(published) == sorted(p.name for p in local.iterdir()), published
+    app_vm = app_instance(stack)
+    for name, path in (("vpcstack-db-ca", "/etc/exposure-api/db-ca.crt"),
+                       ("vpcstack-app-db-password", "/etc/exposure-api/db.password")):
+        on_vm = subprocess.run(["docker", "exec", stack.instance(app_vm), "cat", path], capture_output=True).stdout
+        value = secret_value(stack, name)
+        expected = value if name.endswith("ca") else (value or b"") + b"\n"   # the script adds the newline
+        assert on_vm and digest(expected) == digest(on_vm), f"secret {name} does not match {path} on {app_vm}"
+
+
+def test_only_the_app_vms_service_account_reads_the_apps_password(stack):
+    """Least privilege on Secret Manager: each VM reads secrets with its own service account's
+    token (the metadata server's); the database VMs' account has no access to the app's password."""
+    read = ("TOKEN=$(curl -sSf -H 'Metadata-Flavor: Google' http://metadata.google.internal/computeMetadata/v1/"
+            "instance/service-accounts/default/token | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])'); "
+            "curl -s -o /dev/null -w '%{http_code}' -H \"Authorization: Bearer $TOKEN\" "
+            f"https://secretmanager.googleapis.com/v1/projects/{PROJECT}/secrets/vpcstack-app-db-password/versions/latest:access")
+    assert stack.sh(app_instance(stack), read).stdout == "200"
+    assert stack.sh("vpcstack-db-1", read).stdout == "403"
 
 
 def test_every_vm_is_a_stand_in_at_its_internal_address(stack):
@@ -305,6 +353,7 @@ def test_rolling_release_under_load_through_the_app_load_balancer(stack, release
     assert {n: release_of(stack, n) for n in before} == {n: (releases["new"],) * 2 for n in before}
     mig = mig_release(stack)
     assert mig["release"] == releases["new"] and mig["minimal_action"] == "REPLACE", mig
+    assert sorted(published_release(stack, releases["new"])) == sorted(p.name for p in (releases["root"] / releases["new"]).iterdir())
     assert mig["vms"] == {n: {"on_template": True, "release": releases["new"]} for n in before}, mig
     assert set(app_lb_health(stack).values()) == {"HEALTHY"}
 
@@ -321,6 +370,7 @@ def test_unhealthy_release_stops_at_the_first_instance_then_rolls_back(stack, re
     assert app_lb_health(stack)[broken[0]] == "UNHEALTHY"
     # the template names a release only once every VM runs it: VMs created now boot the good one
     assert mig_release(stack)["release"] == releases["new"]
+    assert published_release(stack, releases["broken"]) == {}, "a release that failed its roll was published"
     FIGURES["unhealthy release"] = (f"stopped at {broken[0]} after {run.seconds:.0f} s, the others kept "
                                     f"{releases['new']}; {e2e.fmt_load(result)}")
     assert result["failed"] == 0, result["errors"]
@@ -416,11 +466,15 @@ def test_an_app_vm_stopped_under_load_drains_first(stack):
     first (its readiness fails, Google's health check takes it out, then it stops): 0 failed
     requests. Started again, it rejoins (the MIG would repair it; the emulator does not, docs/gce.md)."""
     vm = app_instances()[1]
+    started = time.time()
     r = app_vm_fault_under_load(stack, vm, lambda v: vm_call(stack, v, "stop"), lambda v: vm_call(stack, v, "start"))
     assert r["to_down_s"] is not None, f"Google's health check never found {vm} unhealthy"
     FIGURES["app VM stopped under load (instances.stop)"] = (
         f"UNHEALTHY {r['to_down_s']:.1f} s after the stop; {e2e.fmt_load(r)}")
     assert r["failed"] == 0, r["errors"]
+    # at boot, the start-up script read the published secrets and settings (nothing kept from before)
+    boot = stack.sh(vm, f"journalctl -q -o cat -t vpcstack-startup --since @{int(started)}").stdout
+    assert "started" in boot and "keeping" not in boot, boot
 
 
 def test_an_app_vm_host_error_under_load(stack):
