@@ -170,6 +170,7 @@ class Dataplane:
         self.errors: dict[str, str] = {}      # resource -> last error (served by the admin API)
         self.host_errors: dict[str, float] = {}   # instance -> time its host comes back (host_error)
         self.stopping: set[str] = set()           # instances whose guest is shutting down
+        self.deleting: set[str] = set()           # deleted instances whose guest is shutting down
         self.stop_event = threading.Event()
 
     # ------------------------------------------------------------------ lifecycle
@@ -311,7 +312,12 @@ class Dataplane:
         want = snap.get("instances", {})
         for path, cur in have.items():
             inst = want.get(path)
-            if inst is None or cur["id"] != inst.get("id"):
+            if inst is None and cur["state"] == "running":
+                self.delete_gracefully(path, cur)
+                have[path] = None
+            elif path in self.deleting:
+                have[path] = None                     # still shutting down
+            elif inst is None or cur["id"] != inst.get("id"):
                 run("docker", "rm", "-f", cur["name"], check=False)
                 have[path] = None
         for path, inst in want.items():
@@ -354,6 +360,22 @@ class Dataplane:
                         res["status"] = "TERMINATED"
                 self.stopping.discard(path)
         threading.Thread(target=shutdown, daemon=True, name=f"stop {path}").start()
+
+    def delete_gracefully(self, path: str, cur: dict) -> None:
+        """A deleted instance (instances.delete, a MIG shrinking): its guest shuts down in order as
+        it does on a stop (the app's unit drains), then the stand-in goes. The instance has
+        already left its groups, so load balancers send it no new connection meanwhile."""
+        if path in self.deleting:
+            return
+        self.deleting.add(path)
+
+        def delete():
+            try:
+                run("docker", "stop", "-t", "90", cur["name"], check=False)
+                run("docker", "rm", "-f", cur["name"], check=False)
+            finally:
+                self.deleting.discard(path)
+        threading.Thread(target=delete, daemon=True, name=f"delete {path}").start()
 
     def host_error(self, path: str, down_seconds: float) -> bool:
         """The instance's host fails: every process stops at once (SIGKILL, no shutdown: no
