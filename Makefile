@@ -49,8 +49,12 @@ include $(sort $(wildcard mk/*.mk))
 # passed once since (docs/monitoring.md); the whole stack's monitoring is checked by test-e2e.
 NOT_YET_IN_SUITE := molecule-monitoring
 
+# molecule-local (the local platform's provisioning, baseline and second run) runs by name since
+# patch.yml joined test-customer: test-e2e builds the same platform from nothing and checks its
+# second run (changed=0), molecule-common the baseline; its own checks (teardown keeps the data
+# volumes, an even etcd count refused) are about the local platform, which issue 14 retires.
 # Order: cheap static checks first, then the scenarios.
-TEST_TARGETS := lint syntax collection $(filter-out $(NOT_YET_IN_SUITE),$(TEST_TARGETS)) molecule-common molecule-local
+TEST_TARGETS := lint syntax collection $(filter-out $(NOT_YET_IN_SUITE),$(TEST_TARGETS)) molecule-common
 
 test: setup ## the whole suite, each target marked * in order; ends with "N passed, N failed"
 	@scripts/run-tests.sh $(TEST_TARGETS)

@@ -111,21 +111,24 @@ class CustomerStack:
         return subprocess.run(["docker", "exec", self.instance(name), "bash", "-c", command],
                               capture_output=True, text=True, timeout=timeout)
 
-    def create_client(self, name: str, cidr: str, ip: str) -> str:
-        """A client VM on its own subnetwork of the customer's VPC (through the API)."""
+    def create_client(self, name: str, cidr: str | None, ip: str, subnetwork: str | None = None) -> str:
+        """A client VM on its own subnetwork `cidr` of the customer's VPC (or on the existing
+        `subnetwork`), through the API."""
         session = gce_harness.api_session(self.emulator)
         api = f"https://compute.googleapis.com/compute/v1/projects/{PROJECT}"
         region, zone = "europe-west1", "europe-west1-b"
         net = f"{api}/global/networks/customer-x-vpc"
-        r = session.post(f"{api}/regions/{region}/subnetworks",
-                         json={"name": f"{name}-subnet", "network": net, "ipCidrRange": cidr})
-        assert r.status_code in (200, 409), r.text
-        time.sleep(1)
+        if not subnetwork:
+            subnetwork = f"{name}-subnet"
+            r = session.post(f"{api}/regions/{region}/subnetworks",
+                             json={"name": subnetwork, "network": net, "ipCidrRange": cidr})
+            assert r.status_code in (200, 409), r.text
+            time.sleep(1)
         r = session.post(f"{api}/zones/{zone}/instances", json={
             "name": name, "machineType": f"zones/{zone}/machineTypes/e2-small",
             "disks": [{"boot": True, "autoDelete": True,
                        "initializeParams": {"sourceImage": "projects/debian-cloud/global/images/family/debian-12"}}],
-            "networkInterfaces": [{"subnetwork": f"{api}/regions/{region}/subnetworks/{name}-subnet", "networkIP": ip}],
+            "networkInterfaces": [{"subnetwork": f"{api}/regions/{region}/subnetworks/{subnetwork}", "networkIP": ip}],
             "labels": {"vpcstack-test": "client"}})
         assert r.status_code in (200, 409), r.text
         deadline = time.time() + 120

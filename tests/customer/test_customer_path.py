@@ -21,7 +21,7 @@ from types import SimpleNamespace
 
 import gce_harness
 import pytest
-from conftest import FIGURES, VERSION
+from conftest import FIGURES, PG_FROM, SITE_EXTRA, VERSION
 from customer_harness import CUSTOMER, PROJECT, ROOT
 
 
@@ -210,7 +210,7 @@ class Writer:
 
     TABLE = "exposure.failover_bench"
 
-    def __init__(self, stack, source: str, start_id: int):
+    def __init__(self, stack, source: str, start_id: int, duration: int = 400):
         self.stack, self.source = stack, source
         put_ca(stack, source)
         subprocess.run(["docker", "cp", str(ROOT / "tests/failover/writer.py"), f"{stack.instance(source)}:/tmp/writer.py"],
@@ -220,7 +220,7 @@ class Writer:
             ["docker", "exec", "-i", stack.instance(source), "bash", "-c",
              "read -r PGPASSWORD; export PGPASSWORD; exec python3 /tmp/writer.py "
              f"--host {DB_VIP} --sslrootcert /tmp/ca.crt --table {self.TABLE} --interval 0.05 "
-             f"--duration 400 --max-rows 20000 --start-id {start_id}"],
+             f"--duration {duration} --max-rows {duration * 20 + 1000} --start-id {start_id}"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.proc.stdin.write(secret(stack, "postgresql/exposure_owner.password") + "\n")
         self.proc.stdin.close()
@@ -322,11 +322,11 @@ def mig_release(stack) -> dict:
             "minimal_action": mig["updatePolicy"]["minimalAction"], "vms": vms}
 
 
-def release_load(client: str) -> e2e.Load:
+def release_load(client: str, max_seconds: int = 600) -> e2e.Load:
     """The e2e load generator in an allowlisted client VM, through the app's internal LB, one new
     connection per request (bounded in count and time)."""
     return e2e.Load(SimpleNamespace(client_allowed=client, lb_url=f"http://{APP_VIP}:8080"),
-                    rate=RELEASE_RATE, max_seconds=600, max_requests=RELEASE_RATE * 600)
+                    rate=RELEASE_RATE, max_seconds=max_seconds, max_requests=RELEASE_RATE * max_seconds)
 
 
 def test_rolling_release_under_load_through_the_app_load_balancer(stack, releases):
@@ -489,11 +489,16 @@ def test_an_app_vm_host_error_under_load(stack):
     assert not r["late_failures"], f"failures more than {LATE_S} s after it was UNHEALTHY: {r['late_failures']}"
 
 
-def test_database_endpoint_follows_a_switchover_under_writes(stack):
+def writer_table(stack) -> None:
+    """The writer's table, empty."""
     out = through_endpoint(stack, app_instance(stack), f"create table if not exists {Writer.TABLE} "
                            f"(id bigint primary key, ts timestamptz default now()); truncate {Writer.TABLE}",
                            user="exposure_owner")
     assert out.returncode == 0, out.stderr
+
+
+def test_database_endpoint_follows_a_switchover_under_writes(stack):
+    writer_table(stack)
     roles = members(stack)
     old = leader(stack)
     # synchronous mode: only the synchronous standby may take over
@@ -515,6 +520,217 @@ def test_database_endpoint_follows_a_switchover_under_writes(stack):
     FIGURES["switchover under writes (endpoint = internal LB)"] = (
         f"{len(acks)} acknowledged writes, 0 lost, longest pause between acknowledgements {longest_pause(acks):.1f} s, "
         f"{len(errors)} failed attempts")
+
+
+# --- patch.yml: security updates and the minor upgrade, serially, under load and writes -----------
+PG_TO = "15.20-0+deb12u1"
+# A reboot changes the boot id on GCE; a stand-in shares this machine's kernel, so its boot id never
+# changes: the reboot is recognised by PID 1's start time instead (docs/gce.md, fidelity table).
+STAND_IN_BOOT_TIME = "awk '{print $22}' /proc/1/stat"
+
+
+def out_of(stack, name: str, command: str) -> str:
+    res = stack.sh(name, command, timeout=120)
+    assert res.returncode == 0, f"{name}: {command}: {res.stderr}"
+    return res.stdout.strip()
+
+
+def restart_count(stack, name: str) -> int:
+    return int(subprocess.run(["docker", "inspect", "-f", "{{.RestartCount}}", stack.instance(name)],
+                              capture_output=True, text=True, check=True).stdout.strip())
+
+
+def pending_security(stack, name: str) -> tuple[list[str], list[str]]:
+    """(security updates pending, held packages among them: a pin moves those, nothing else)."""
+    pending = out_of(stack, name, "LC_ALL=C apt list --upgradable 2>/dev/null")
+    held = set(out_of(stack, name, "apt-mark showhold").split())
+    left = [line.split("/")[0] for line in pending.splitlines() if re.search(r"^[^/]+/\S*-security", line)]
+    return sorted(p for p in left if p not in held), sorted(p for p in left if p in held)
+
+
+def app_rows(stack) -> str:
+    out = through_endpoint(stack, app_instance(stack), "select count(*), md5(coalesce(string_agg(f::text, '|' "
+                           "order by f::text), '')) from exposure.flows f", timeout=30, user="exposure_owner")
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_patch_yml_refuses_to_start_while_a_transaction_is_too_old(stack):
+    """patch.yml's pre-checks stop the run before anything is touched: a transaction open on the
+    primary longer than the bound (5 s here) fails it, with only `precheck` records in its evidence
+    and no package changed on any VM."""
+    primary, vms = leader(stack), [*DB_MEMBERS, *app_instances()]
+    versions = {vm: out_of(stack, vm, "dpkg-query -W -f='${Package} ${Version}\\n'") for vm in vms}
+    hold = "BEGIN; SELECT txid_current(); SELECT pg_sleep(300); COMMIT;"
+    holder = subprocess.Popen(["docker", "exec", stack.instance(primary), "sudo", "-u", "postgres",
+                               "env", "PGAPPNAME=precheck-holder", "psql", "-qAtX", "-c", hold],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_id = time.strftime("test-precheck-%Y%m%dT%H%M%SZ", time.gmtime())
+    try:
+        time.sleep(8)
+        assert holder.poll() is None, "the transaction holder exited early"
+        run = stack.playbook("patch.yml", "-e", f"postgresql_package_version={PG_TO}", "-e", f"patch_run_id={run_id}",
+                             "-e", "patroni_maintenance_max_transaction_seconds=5", timeout=900)
+    finally:
+        stack.sh(primary, "sudo -u postgres psql -qAtX -c \"select pg_terminate_backend(pid) from pg_stat_activity "
+                          "where application_name = 'precheck-holder'\"")
+        holder.wait(timeout=60)
+    assert run.rc != 0, run.out[-3000:]
+    records = [json.loads(line) for line in
+               (stack.home / ".local/share/vpcstack/evidence" / f"patch-{run_id}.jsonl").read_text().splitlines()]
+    assert records and {r.get("record") for r in records} == {"precheck"}, records
+    assert [r["host"] for r in records if "transaction" in r["result"]] == [primary], records
+    assert {vm: out_of(stack, vm, "dpkg-query -W -f='${Package} ${Version}\\n'") for vm in vms} == versions
+
+
+def test_patch_yml_under_load_with_the_minor_upgrade(stack):
+    """`ansible-playbook patch.yml` on the customer inventory, with the stand-ins' real pending
+    Debian security updates and PostgreSQL's pin moved from 15.18 to 15.20 (a minor upgrade is a
+    pin change), under load through the app's internal LB and writes through the database
+    endpoint: 0 failed requests, 0 acknowledged writes lost, one switchover; every database VM on
+    15.20 (held, the postmaster on the new binary), no security update left pending, the app's
+    data unchanged, a complete evidence record. A replica and an app VM flagged as needing a
+    reboot (/run/reboot-required, as a kernel's postinst leaves it) reboot, and only they."""
+    client = stack.create_client("client-allowed", "10.10.1.0/24", "10.10.1.10")
+    apps, db = app_instances(), list(DB_MEMBERS)
+    for name in db:
+        assert out_of(stack, name, "dpkg-query -W -f='${Version}' postgresql-15") == PG_FROM, name
+    before = app_rows(stack)
+    reboot = sorted([next(n for n in db if n != leader(stack)), apps[0]])
+    restarts = {vm: restart_count(stack, vm) for vm in db + apps}
+    for vm in reboot:
+        out_of(stack, vm, "touch /run/reboot-required")
+    run_id = time.strftime("test-%Y%m%dT%H%M%SZ", time.gmtime())
+    writer_table(stack)
+    writer = Writer(stack, apps[-1], start_id=50000, duration=1500)
+    try:
+        with release_load(client, max_seconds=1500) as load:
+            run = stack.playbook("patch.yml", "-e", f"postgresql_package_version={PG_TO}", "-e", f"patch_run_id={run_id}",
+                                 "-e", json.dumps({"os_patch_reboot_boot_time_command": STAND_IN_BOOT_TIME}),
+                                 timeout=1400)
+            time.sleep(3)
+            result = load.stop()
+    finally:
+        acks, servers, errors = writer.stop()
+    FIGURES["patch.yml under load (3 database, 3 app VMs)"] = (
+        f"{run.seconds:.0f} s, rc {run.rc}; through the app LB at {RELEASE_RATE}/s: {e2e.fmt_load(result)}; "
+        f"{len(acks)} acknowledged writes, longest pause {longest_pause(acks):.1f} s, {len(errors)} failed attempts")
+    assert run.rc == 0, run.out[-3000:]
+    assert result["failed"] == 0, result["errors"]
+    assert lost_writes(stack, acks) == []
+    assert len(set(servers.values())) == 2, "the writes did not move to a new primary"   # the one switchover
+    for name in db:
+        assert out_of(stack, name, "dpkg-query -W -f='${Version}' postgresql-15") == PG_TO, name
+        assert "postgresql-15" in out_of(stack, name, "apt-mark showhold").split(), name
+        pid = out_of(stack, name, "head -1 $(sudo -u postgres psql -XAtc 'show data_directory')/postmaster.pid")
+        assert out_of(stack, name, f"sudo -u postgres readlink /proc/{pid}/exe") == "/usr/lib/postgresql/15/bin/postgres", name
+        assert out_of(stack, name, "sudo -u postgres psql -XAtc 'show server_version'").startswith("15.20"), name
+    held = {}
+    for vm in db + apps:
+        left, held[vm] = pending_security(stack, vm)
+        assert not left, f"{vm} still has security updates pending: {left}"
+    assert app_rows(stack) == before
+    # the evidence: one record per VM and one for the run
+    records = [json.loads(line) for line in
+               (stack.home / ".local/share/vpcstack/evidence" / f"patch-{run_id}.jsonl").read_text().splitlines()]
+    hosts = {r["host"]: r for r in records if r.get("record") == "host"}
+    assert sorted(hosts) == sorted(db + apps), sorted(hosts)
+    for vm, r in hosts.items():
+        assert r["result"] == "ok" and r["operator"] and r["started_at"] and r["finished_at"], r
+        assert len(r["packages_before"]) == len(r["packages_after"]) and r["packages_before"] != r["packages_after"], vm
+        assert sorted(r["held_skipped"]) == held[vm], (vm, r["held_skipped"], held[vm])
+    for name in db:
+        assert f"postgresql-15 {PG_FROM}" in hosts[name]["packages_before"], hosts[name]["packages_before"]
+        assert f"postgresql-15 {PG_TO}" in hosts[name]["packages_after"], hosts[name]["packages_after"]
+    runs = [r for r in records if r.get("record") == "run"]
+    assert len(runs) == 1 and runs[0]["result"] == "ok" and sorted(runs[0]["hosts"]) == sorted(hosts), runs
+    assert len([r for r in hosts.values() if r.get("switched_over_to")]) == 1, hosts
+    assert sorted(vm for vm, r in hosts.items() if str(r.get("rebooted")).lower() == "true") == reboot
+    assert sorted(vm for vm, n in restarts.items() if restart_count(stack, vm) != n) == reboot
+
+
+# --- scaling by the inventory's counts, out and back in, under load and writes --------------------
+ETCDCTL = ("ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/vpcstack/pki/ca.crt "
+           "--cert=/etc/vpcstack/pki/etcd.crt --key=/etc/vpcstack/pki/etcd.key --command-timeout=10s -w json")
+ZONE_API = f"https://compute.googleapis.com/compute/v1/projects/{PROJECT}/zones"
+
+
+def db_vms() -> list[str]:
+    out = subprocess.run(["docker", "ps", "--format", "{{.Names}}", "--filter", f"name=gce-{PROJECT}-vpcstack-db-"],
+                         capture_output=True, text=True, check=True)
+    return sorted(n[len(f"gce-{PROJECT}-"):] for n in out.stdout.split())
+
+
+def topology(stack, apps: int, dbs: int) -> str | None:
+    """A one-line summary once the stack matches its counts (None while it does not yet): the VMs;
+    Patroni's members, one leader, one synchronous standby, the rest streaming, none tagged out of
+    service; etcd's members the same, all healthy; every app VM HEALTHY in Google's view; the
+    database endpoint reaching the leader."""
+    names = [f"vpcstack-db-{n}" for n in range(1, dbs + 1)]
+    if db_vms() != names or len(app_instances()) != apps:
+        return None
+    out = stack.sh(names[0], "patronictl -c /etc/patroni/config.yml list -f json")
+    cluster = {m["Member"]: m for m in json.loads(out.stdout or "[]")}
+    roles = sorted(m["Role"] for m in cluster.values())
+    if (sorted(cluster) != names or roles != sorted(["Leader", "Sync Standby"] + ["Replica"] * (dbs - 2))
+            or any(m["State"] not in ("running", "streaming") or m.get("Tags") for m in cluster.values())):
+        return None
+    etcd = stack.sh(names[0], f"{ETCDCTL} member list")
+    healthy = stack.sh(names[0], f"{ETCDCTL} endpoint health --cluster")
+    if etcd.returncode or healthy.returncode or sorted(m.get("name", "") for m in json.loads(etcd.stdout)["members"]) != names:
+        return None
+    health = app_lb_health(stack)
+    if sorted(health) != app_instances() or set(health.values()) != {"HEALTHY"}:
+        return None
+    lead = next(n for n, m in cluster.items() if m["Role"] == "Leader")
+    reached = through_endpoint(stack, app_instance(stack), "select inet_server_addr()").stdout.strip()
+    if reached != cluster[lead]["Host"]:
+        return None
+    return f"{dbs} members (leader {lead}), {dbs} etcd members healthy, {apps} app VMs HEALTHY"
+
+
+@pytest.mark.by_name
+def test_scaling_out_and_back_in_under_load(stack):
+    """site.yml with app_instance_count 3 -> 4 and db_node_count 3 -> 5 (the MIG grows; two
+    database VMs with their data disks join etcd one at a time and Patroni as replicas), then back
+    to 3 and 3 (the MIG shrinks: its VM drains on shutdown; playbooks/scale_in.yml takes the two
+    database members out of service, out of Patroni and etcd one at a time, then deletes their
+    VMs and keeps their data disks), under load through the app's internal LB and writes through
+    the database endpoint: 0 failed requests, 0 acknowledged writes lost, the topology equal to
+    the counts after each step."""
+    client = stack.create_client("client-allowed", "10.10.1.0/24", "10.10.1.10")
+    # the writer on a VM of its own in the app subnet: the MIG may delete any of its VMs
+    stack.create_client("scale-writer", None, "10.20.1.200", subnetwork="vpcstack-app")
+    assert topology(stack, 3, 3), "the stack does not start at its inventory's counts"
+    writer_table(stack)
+    writer = Writer(stack, "scale-writer", start_id=70000, duration=2400)
+    steps = []
+    try:
+        with release_load(client, max_seconds=2400) as load:
+            for apps, dbs in ((4, 5), (3, 3)):
+                run = stack.playbook("site.yml", *SITE_EXTRA, "-e", f"postgresql_package_version={PG_TO}",
+                                     "-e", f"app_instance_count={apps}", "-e", f"db_node_count={dbs}", timeout=1500)
+                assert run.rc == 0, run.out[-3000:]
+                deadline, seen = time.time() + 300, None
+                while time.time() < deadline and not (seen := topology(stack, apps, dbs)):
+                    time.sleep(5)
+                assert seen, f"the stack did not reach app {apps}, db {dbs}: {members(stack, with_state=True)}"
+                steps.append(f"app {apps}, db {dbs}: site.yml {run.seconds:.0f} s; {seen}")
+            time.sleep(3)
+            result = load.stop()
+    finally:
+        acks, servers, errors = writer.stop()
+    FIGURES["scaling under load: " + "; then ".join(steps)] = (
+        f"through the app LB at {RELEASE_RATE}/s: {e2e.fmt_load(result)}; {len(acks)} acknowledged writes, "
+        f"longest pause {longest_pause(acks):.1f} s, {len(errors)} failed attempts")
+    assert result["failed"] == 0, result["errors"]
+    assert acks and lost_writes(stack, acks) == []
+    # the retired members' data disks are kept (gce_db_delete_removed_disks: false)
+    session = gce_harness.api_session(stack.emulator)
+    for name in ("vpcstack-db-4-data", "vpcstack-db-5-data"):
+        found = [z for z in ("europe-west1-b", "europe-west1-c", "europe-west1-d")
+                 if session.get(f"{ZONE_API}/{z}/disks/{name}").status_code == 200]
+        assert found, f"{name} was deleted"
 
 
 def rejoined(roles: dict[str, str], old: str) -> bool:
@@ -676,8 +892,10 @@ def psql_on(stack, name: str, sql: str, db: str = "drill", timeout: float = 120)
 
 def test_backup_metrics_on_the_database_vms(stack):
     """The primary's collector writes the textfile metrics the alert rules expect; the backup runner
-    (each database VM on GCE, only the primary acts) has checked the repository."""
+    (each database VM on GCE, only the primary acts) checks the repository. Its hourly check is
+    started now: after the failovers above, the primary may never have been one when it last ran."""
     db = leader(stack)
+    assert stack.sh(db, "systemctl start vpcstack-pgbackrest@check.service", timeout=200).returncode == 0
     assert stack.sh(db, "systemctl start vpcstack-pgbackrest-metrics.service", timeout=200).returncode == 0
     metrics = stack.sh(db, "cat /var/lib/prometheus/node-exporter/pgbackrest.prom").stdout
     assert re.search(r"(?m)^pgbackrest_info_success 1$", metrics), metrics[-2000:]
