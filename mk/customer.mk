@@ -13,7 +13,7 @@ test-customer: setup ## site.yml with customer-x on the GCE emulator's stand-ins
 	$(VENV)/bin/pytest tests/customer -q -p no:cacheprovider -m "not by_name"
 
 # The scenarios too long for the suite's time budget today (tests marked by_name: scaling out and
-# back in, about 15 minutes more; its scale-in does not pass yet, docs/gce.md), in their place in
+# back in, two more site.yml runs; its scale-in does not pass yet, docs/gce.md), in their place in
 # the same run.
 test-customer-all: setup ## test-customer with the scenarios that run by name only (scaling out and back in)
 	$(VENV)/bin/pytest tests/customer -q -p no:cacheprovider
